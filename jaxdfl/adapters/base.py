@@ -1,0 +1,94 @@
+"""The contract every adapter method fulfils (in the spirit of optax's ``GradientTransformation``).
+
+A method is a NamedTuple of pure functions written for ONE device; the engine vmaps them over the device
+axis. Nothing here knows about devices, rounds, topologies or sharding.
+
+One device's adapter is an :class:`AdapterState` of three pytrees:
+  * ``params`` — what the optimizer trains (gradients are taken for these only);
+  * ``frozen`` — fixed after init: frozen projections, masks, per-device statistics;
+  * ``memory`` — method-owned state carried between rounds (error feedback, …), updated by ``encode``.
+
+A round, as the engine runs it for each device:
+  1. train ``params`` for E steps on ``loss(model(x, hook=delta)) + regularizer(state)``;
+  2. ``message, state = encode(state, ref, key)`` — ``ref`` is the params at the start of the round;
+  3. the engine mixes every device's ``message.values`` with the round's mixing matrix (SPEC §5; entries
+     absent under ``message.mask`` are normalised out);
+  4. ``state = merge(state, mixed)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+
+PyTree = Any
+
+
+class AdapterState(NamedTuple):
+    params: PyTree
+    frozen: PyTree
+    memory: PyTree
+
+
+class Message(NamedTuple):
+    """What one device puts on the air in a round.
+
+    Attributes:
+      values: pytree of arrays, the payload (dense layout; absent entries are ignored by mixing).
+      mask: pytree of 0/1 arrays like ``values`` marking the entries sent, or None when all are sent.
+      count: scalar, number of parameters sent.
+      bits: scalar, number of bits sent (values plus any index overhead).
+    """
+
+    values: PyTree
+    mask: PyTree | None
+    count: jax.Array
+    bits: jax.Array
+
+
+class Mixed(NamedTuple):
+    """What a device receives after mixing: ``values`` = Σ_j W_ij v_j / Σ_j W_ij m_j per entry (SPEC §5), and
+    ``mass`` = Σ_j W_ij m_j, zero where no neighbour sent that entry (None for dense messages)."""
+
+    values: PyTree
+    mass: PyTree | None
+
+
+class Method(NamedTuple):
+    """An adapter method: pure functions for one device.
+
+    Attributes:
+      init: ``(key, layers) -> AdapterState``; ``layers`` maps each adapted linear map's name to ``(in, out)``.
+      delta: ``(state, name, x) -> dy``; what the adapter adds to linear map ``name`` for input
+        ``x`` ``[..., in]`` (``dy`` ``[..., out]``); None if the layer is not adapted.
+      regularizer: ``(state) -> scalar`` added to the training loss.
+      encode: ``(state, ref, key) -> (Message, state)``; ``ref`` is ``params`` at the start of the round.
+      merge: ``(state, Mixed) -> state`` after mixing.
+    """
+
+    init: Callable[[jax.Array, dict[str, tuple[int, int]]], AdapterState]
+    delta: Callable[[AdapterState, str, jax.Array], jax.Array | None]
+    regularizer: Callable[[AdapterState], jax.Array]
+    encode: Callable[[AdapterState, PyTree, jax.Array], tuple[Message, AdapterState]]
+    merge: Callable[[AdapterState, Mixed], AdapterState]
+
+
+def num_params(tree: PyTree) -> int:
+    """Number of scalars in a pytree (for one device)."""
+    return int(sum(x.size for x in jax.tree.leaves(tree)))
+
+
+def no_regularizer(state: AdapterState) -> jax.Array:
+    return jax.numpy.zeros(())
+
+
+def send_dense(state: AdapterState, ref: PyTree, key: jax.Array, bits_per_value: int = 32):
+    """Send every trainable parameter as it is (no compression)."""
+    count = jax.numpy.asarray(num_params(state.params), jax.numpy.float32)
+    return Message(state.params, None, count, count * bits_per_value), state
+
+
+def take_mixed(state: AdapterState, mixed: Mixed) -> AdapterState:
+    """Replace the trainable parameters by the mixed ones."""
+    return state._replace(params=mixed.values)

@@ -1,0 +1,84 @@
+"""The ``jaxdfl`` command line.
+
+    jaxdfl run [CONFIG] [--set key.path=value]... [--out DIR] [--resume]
+    jaxdfl list
+    jaxdfl plot DIR
+
+A user's mistake (unknown key, bad value, missing file) prints one line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _print_summary(summary: dict, out) -> None:
+    print(f"\n{summary['method']} on {summary['topology']}, {summary['num_devices']} devices, "
+          f"{summary['rounds']} rounds, {summary['wall_s']:.0f} s")
+    print(f"{'task':<10} {'accuracy':>9} {'base':>7} {'chance':>7}")
+    for task, acc in summary["per_task_accuracy"].items():
+        print(f"{task:<10} {acc:>9.3f} {summary['initial_per_task_accuracy'][task]:>7.3f} "
+              f"{summary['per_task_chance'][task]:>7.3f}")
+    print(f"{'mean':<10} {summary['final_accuracy']:>9.3f} {summary['initial_accuracy']:>7.3f}")
+    pct = 100 * summary["trainable_params"] / summary["base_params"]
+    print(f"trainable per device: {summary['trainable_params']} ({pct:.1f}% of the base's "
+          f"{summary['base_params']}); uplink total: {summary['uplink_params_total']:.3g} parameters")
+    print(f"wrote {out}/: config.yaml metrics.jsonl summary.json curves.png checkpoints/")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jaxdfl", description="Simulate wireless federated and decentralized "
+                                     "LoRA fine-tuning as vmapped JAX programs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a simulation (the quick start when no CONFIG is given)")
+    run.add_argument("config", nargs="?", default=None, help="a YAML file or a bundled config name (see `jaxdfl list`)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config key, e.g. --set method.rank=8 (repeatable)")
+    run.add_argument("--out", default=None, help="output folder (default: runs/<config>-<timestamp>)")
+    run.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sub.add_parser("list", help="list the bundled configs")
+    plot = sub.add_parser("plot", help="(re)draw curves.png of a run folder")
+    plot.add_argument("dir")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if os.environ.get("JAXDFL_DISTRIBUTED"):  # multi-host pods: one process per host (see tpu/README.md)
+        import jax
+
+        jax.distributed.initialize()
+    from jaxdfl.errors import UserError
+
+    try:
+        if args.command == "list":
+            from jaxdfl.config import bundled_configs_dir, list_bundled
+
+            for name in list_bundled():
+                first = (bundled_configs_dir() / f"{name}.yaml").read_text().splitlines()[1:2]
+                print(f"{name:<28} {first[0].lstrip('# ') if first else ''}")
+        elif args.command == "plot":
+            from jaxdfl.plotting import plot_run
+
+            print(plot_run(args.dir))
+        else:
+            from jaxdfl.sim.run import _default_out, run
+
+            out = args.out or _default_out(args.config)
+            summary, _ = run(args.config, args.overrides, out=out, resume=args.resume, progress=not args.no_progress)
+            _print_summary(summary, out)
+    except UserError as err:
+        print(f"jaxdfl: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("jaxdfl: interrupted; the last completed round is checkpointed (continue with --resume)",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

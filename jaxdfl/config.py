@@ -1,0 +1,316 @@
+"""Experiment configuration: YAML → frozen, validated dataclasses.
+
+Every section is a frozen dataclass; a field's type annotation is its schema. `Literal[...]` fields list the
+allowed values, and `__post_init__` checks ranges. Loading walks the YAML mapping against the dataclass
+fields, so an unknown key or a bad value raises :class:`ConfigError` naming the full key path
+(``method.rank``) and what is allowed.
+
+Overrides use dotted paths, ``apply_overrides(cfg_dict, ["method.rank=8"])``; the value is parsed as YAML
+(``8`` → int, ``[q, v]`` → list, ``null`` → None).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from jaxdfl.errors import ConfigError
+
+
+def _require(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {message}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The frozen base model and where adapters attach."""
+
+    name: Literal["tiny_vit"] = "tiny_vit"
+    checkpoint: str = "bundled"  # "bundled" (shipped digits-pretrained weights), "random", or a .safetensors path
+    adapt: tuple[str, ...] = ("q", "k", "v", "o", "up", "down", "head")  # linear maps that get adapters
+
+    def __post_init__(self):
+        allowed = ("embed", "q", "k", "v", "o", "up", "down", "head")
+        bad = [a for a in self.adapt if a not in allowed]
+        _require(not bad and len(self.adapt) > 0, "adapt", f"got {list(self.adapt)}; choose from {list(allowed)}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The multi-task digits suite and how its training data is split over devices."""
+
+    name: Literal["digits_multitask"] = "digits_multitask"
+    tasks: tuple[str, ...] = ("shift", "rot90", "invert", "mirror")
+    partition: Literal["task_per_device", "iid", "shards", "dirichlet"] = "task_per_device"
+    num_shards: int = 2  # label shards per device ("shards")
+    dirichlet_alpha: float = 0.5  # concentration ("dirichlet"); small = more skewed
+    test_fraction: float = 0.25  # of each task's images held out for evaluation
+
+    def __post_init__(self):
+        from jaxdfl.data.digits import TASKS
+
+        bad = [t for t in self.tasks if t not in TASKS]
+        _require(not bad and len(self.tasks) > 0, "tasks", f"got {list(self.tasks)}; choose from {sorted(TASKS)}")
+        _require(len(set(self.tasks)) == len(self.tasks), "tasks", "a task is listed twice")
+        _require(self.num_shards >= 1, "num_shards", f"must be >= 1, got {self.num_shards}")
+        _require(self.dirichlet_alpha > 0, "dirichlet_alpha", f"must be > 0, got {self.dirichlet_alpha}")
+        _require(0 < self.test_fraction < 1, "test_fraction", f"must be in (0, 1), got {self.test_fraction}")
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """The adapter method each device trains and what it sends."""
+
+    name: Literal["lora", "full"] = "lora"
+    rank: int = 4
+    alpha: float = 8.0  # LoRA scale is alpha / rank
+    a_std: float | None = None  # std of the Gaussian A; None = 1/sqrt(fan_in) (SPEC §2.1)
+    shared_init: bool = True  # every device starts from the same adapter draw (FedAvg-style)
+
+    def __post_init__(self):
+        _require(self.rank >= 1, "rank", f"must be >= 1, got {self.rank}")
+        _require(self.a_std is None or self.a_std > 0, "a_std", f"must be > 0 or null, got {self.a_std}")
+
+
+@dataclass(frozen=True)
+class TopologyConfig:
+    """Who talks to whom each round, as a mixing matrix (SPEC §5)."""
+
+    name: Literal["server", "ring", "full", "kregular", "erdos_renyi", "isolated"] = "ring"
+    clients_per_round: int = 0  # "server": K of N sampled per round; 0 = all
+    degree: int = 2  # "kregular": neighbours per device
+    edge_prob: float = 0.3  # "erdos_renyi": probability of each edge
+    resample_every: int = 1  # random graphs and client sampling: draw anew every n rounds; 0 = draw once
+    weights: Literal["metropolis", "uniform"] = "metropolis"  # device-to-device mixing weights
+
+    def __post_init__(self):
+        _require(self.clients_per_round >= 0, "clients_per_round", f"must be >= 0, got {self.clients_per_round}")
+        _require(self.degree >= 1, "degree", f"must be >= 1, got {self.degree}")
+        _require(0 <= self.edge_prob <= 1, "edge_prob", f"must be in [0, 1], got {self.edge_prob}")
+        _require(self.resample_every >= 0, "resample_every", f"must be >= 0, got {self.resample_every}")
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """The local optimizer (optax) every device runs."""
+
+    name: Literal["sgd", "adam", "adamw"] = "adam"
+    learning_rate: float = 3e-3
+    momentum: float = 0.0  # "sgd" only
+    weight_decay: float = 0.0  # "adamw" only
+    reset_state: bool = False  # re-initialise the optimizer state at the start of every round
+
+    def __post_init__(self):
+        _require(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}")
+        _require(0 <= self.momentum < 1, "momentum", f"must be in [0, 1), got {self.momentum}")
+        _require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+
+
+@dataclass(frozen=True)
+class Config:
+    """One simulation. See the README's config reference for every key."""
+
+    seed: int = 0
+    rounds: int = 30
+    num_devices: int = 8
+    local_steps: int = 5
+    batch_size: int = 32
+    eval_every: int = 5
+    checkpoint_every: int = 10  # 0 = only at the end
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    topology: TopologyConfig = field(default_factory=TopologyConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+
+    def __post_init__(self):
+        for key in ("rounds", "num_devices", "local_steps", "batch_size", "eval_every"):
+            _require(getattr(self, key) >= 1, key, f"must be >= 1, got {getattr(self, key)}")
+        _require(self.checkpoint_every >= 0, "checkpoint_every", f"must be >= 0, got {self.checkpoint_every}")
+        if self.topology.name == "server":
+            k = self.topology.clients_per_round
+            _require(k <= self.num_devices, "topology.clients_per_round",
+                     f"{k} clients cannot be sampled from num_devices={self.num_devices}")
+        if self.topology.name == "kregular":
+            d = self.topology.degree
+            _require(d < self.num_devices and (d * self.num_devices) % 2 == 0, "topology.degree",
+                     f"a {d}-regular graph on {self.num_devices} devices needs degree < num_devices "
+                     "and degree*num_devices even")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (tuples as lists), suitable for YAML."""
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Building dataclasses from plain data, with key paths in every error.
+
+
+def _type_name(tp) -> str:
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
+
+
+def _coerce(value, tp, path: str):
+    """Check `value` against annotation `tp` and convert it (lists → tuples, ints → floats)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{path}: got {value!r}; allowed: {', '.join(repr(a) for a in args)}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, option, path)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(f"{path}: got {value!r}; expected {' or '.join(_type_name(a) for a in args)}")
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}: got {value!r}; expected a list")
+        return tuple(_coerce(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: got {value!r}; expected true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: got {value!r}; expected an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: got {value!r}; expected a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: got {value!r}; expected a string")
+        return value
+    raise TypeError(f"unsupported config annotation {tp!r} at {path}")
+
+
+def _build(cls, data, path: str = ""):
+    prefix = f"{path}." if path else ""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or 'config'}: expected a mapping of keys, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        raise ConfigError(f"unknown config key '{prefix}{unknown[0]}'; allowed under "
+                          f"{path or 'the top level'}: {', '.join(names)}")
+    kwargs = {k: _coerce(v, hints[k], f"{prefix}{k}") for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:
+        raise ConfigError(f"{prefix}{err}") from None
+
+
+def _check_path(dotted: str) -> None:
+    """Raise ConfigError unless `dotted` names a key of Config (every segment checked)."""
+    cls = Config
+    parts = dotted.split(".")
+    for i, part in enumerate(parts):
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        if part not in fields:
+            where = ".".join(parts[:i]) or "the top level"
+            raise ConfigError(f"unknown config key '{dotted}'; allowed under {where}: {', '.join(fields)}")
+        tp = typing.get_type_hints(cls)[part]
+        if i < len(parts) - 1:
+            if not dataclasses.is_dataclass(tp):
+                raise ConfigError(f"unknown config key '{dotted}': '{'.'.join(parts[:i + 1])}' is not a section")
+            cls = tp
+
+
+def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> dict:
+    """Return a copy of the nested mapping `data` with each ``a.b=value`` override applied."""
+    data = _plain(dict(data or {}))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key.path=value")
+        dotted, raw = item.split("=", 1)
+        dotted = dotted.strip()
+        _check_path(dotted)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"cannot set '{dotted}': '{part}' is not a section in the config")
+        node[leaf] = value
+    return data
+
+
+def bundled_configs_dir() -> Path:
+    """The folder holding configs that ship with the package (the repo's top-level configs/)."""
+    try:
+        import jaxdfl.configs
+    except ImportError:  # running from a source checkout, where configs/ sits beside jaxdfl/
+        return Path(__file__).resolve().parent.parent / "configs"
+    return Path(jaxdfl.configs.__file__).parent
+
+
+def list_bundled() -> list[str]:
+    """Names of the bundled configs, e.g. ``quickstart`` or ``paper_a/lora``."""
+    root = bundled_configs_dir()
+    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+
+
+def resolve_path(name_or_path: str | Path) -> Path:
+    """A config given as a file path or as a bundled name (``quickstart``, ``paper_a/lora``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    bundled = bundled_configs_dir() / f"{str(name_or_path).removesuffix('.yaml')}.yaml"
+    if bundled.is_file():
+        return bundled
+    raise ConfigError(f"config {str(name_or_path)!r} is neither a file nor a bundled config; "
+                      f"bundled: {', '.join(list_bundled())}")
+
+
+def load_config(source: str | Path | dict | Config | None = None, overrides=()) -> Config:
+    """Build a validated :class:`Config`.
+
+    Args:
+      source: a YAML path, a bundled config name, a mapping, a Config, or None for the quick start.
+      overrides: ``["a.b=value", ...]`` applied on top.
+    """
+    if isinstance(source, Config):
+        data = source.to_dict()
+    elif isinstance(source, dict):
+        data = source
+    else:
+        path = resolve_path(source if source is not None else "quickstart")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    return _build(Config, apply_overrides(data, list(overrides)))

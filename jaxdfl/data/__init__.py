@@ -1,0 +1,77 @@
+"""Datasets and partitioners, packed into padded per-device arrays for the vmapped engine."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from jaxdfl.data import partition
+from jaxdfl.data.digits import NUM_CLASSES, TASKS, TaskSplit, pretrain_split, task_splits
+from jaxdfl.errors import ConfigError
+
+
+class FederatedData(NamedTuple):
+    """Every device's training set and every task's test set, padded to rectangular arrays.
+
+    Attributes:
+      x: ``[devices, n_max, 8, 8]`` training images (rows past ``n[i]`` are padding).
+      y: ``[devices, n_max]`` labels.
+      n: ``[devices]`` number of real examples per device.
+      task_of_device: ``[devices]`` task index of each device, or -1 when its data mixes tasks.
+      test_x: ``[tasks, m_max, 8, 8]``; test_y: ``[tasks, m_max]``; test_n: ``[tasks]``.
+      task_names: names of the tasks, in test-set order.
+      chance: majority-class accuracy of each task's test set.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    n: np.ndarray
+    task_of_device: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    test_n: np.ndarray
+    task_names: tuple[str, ...]
+    chance: tuple[float, ...]
+
+
+def _pad_stack(arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    counts = np.array([len(a) for a in arrays], np.int32)
+    out = np.zeros((len(arrays), counts.max(), *arrays[0].shape[1:]), arrays[0].dtype)
+    for i, a in enumerate(arrays):
+        out[i, : len(a)] = a
+    return out, counts
+
+
+def build(data_cfg, num_devices: int, seed: int) -> FederatedData:
+    """Build the tasks and split their training examples over ``num_devices`` devices."""
+    splits = task_splits(data_cfg.tasks, data_cfg.test_fraction)
+    x_pool = np.concatenate([s.x_train for s in splits])
+    y_pool = np.concatenate([s.y_train for s in splits])
+    task_pool = np.concatenate([np.full(len(s.y_train), t) for t, s in enumerate(splits)])
+    rng = np.random.default_rng([seed, 1])
+    kind = data_cfg.partition
+    if kind == "task_per_device":
+        parts = partition.task_per_device(task_pool, num_devices, len(splits))
+    elif kind == "iid":
+        parts = partition.iid(len(y_pool), num_devices, rng)
+    elif kind == "shards":
+        parts = partition.label_shards(y_pool, num_devices, data_cfg.num_shards, rng)
+    else:
+        parts = partition.dirichlet(y_pool, num_devices, data_cfg.dirichlet_alpha, rng)
+    empty = [i for i, p in enumerate(parts) if len(p) == 0]
+    if empty:
+        raise ConfigError(f"num_devices={num_devices}: device {empty[0]} gets no training data under "
+                          f"data.partition={kind!r} ({len(y_pool)} examples in all); use fewer devices"
+                          + (" or a larger data.dirichlet_alpha" if kind == "dirichlet" else ""))
+    x, n = _pad_stack([x_pool[p] for p in parts])
+    y, _ = _pad_stack([y_pool[p] for p in parts])
+    task_of_device = np.array([t[0] if len(t := np.unique(task_pool[p])) == 1 else -1 for p in parts], np.int32)
+    test_x, test_n = _pad_stack([s.x_test for s in splits])
+    test_y, _ = _pad_stack([s.y_test for s in splits])
+    return FederatedData(x, y, n, task_of_device, test_x, test_y, test_n,
+                         tuple(s.name for s in splits), tuple(s.chance for s in splits))
+
+
+__all__ = ["FederatedData", "NUM_CLASSES", "TASKS", "TaskSplit", "build", "partition", "pretrain_split",
+           "task_splits"]

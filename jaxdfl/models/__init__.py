@@ -1,0 +1,104 @@
+"""Frozen base models as pure apply functions with adapter hooks, and their weights."""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from importlib import resources
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import jax
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from jaxdfl.errors import ConfigError
+from jaxdfl.models import tiny_vit
+from jaxdfl.models.tiny_vit import Hook, TinyViTSpec
+
+BUNDLED_TINY_VIT = "tiny_vit_digits.safetensors"
+
+
+class Model(NamedTuple):
+    """A base model: ``apply(params, inputs, hook=None) -> logits`` and its adaptable linear maps."""
+
+    name: str
+    apply: Callable[..., jax.Array]
+    linear_shapes: dict[str, tuple[int, int]]  # name -> (in, out)
+    layer_kind: Callable[[str], str]  # name -> kind ("q", "up", "head", ...)
+    spec: TinyViTSpec
+
+
+def tiny_vit_model(spec: TinyViTSpec) -> Model:
+    return Model("tiny_vit", partial(tiny_vit.apply, spec=spec), tiny_vit.linear_shapes(spec),
+                 tiny_vit.layer_kind, spec)
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out |= _flatten(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = np.asarray(v)
+    return out
+
+
+def _unflatten(flat: dict[str, np.ndarray]) -> dict:
+    tree: dict = {}
+    for key, value in flat.items():
+        node = tree
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return tree
+
+
+def save_weights(path: str | Path, params: dict, spec: TinyViTSpec, recipe: dict | None = None) -> None:
+    """Write weights as safetensors, with the model spec (and how they were made) in the metadata."""
+    meta = {"model": "tiny_vit", "spec": json.dumps(spec.to_dict())}
+    if recipe:
+        meta["recipe"] = json.dumps(recipe)
+    save_file(_flatten(params), str(path), metadata=meta)
+
+
+def load_weights(path: str | Path) -> tuple[Model, dict]:
+    """Read weights written by :func:`save_weights`."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as f:
+        meta = f.metadata() or {}
+    if meta.get("model") != "tiny_vit":
+        raise ConfigError(f"{path}: not a jaxdfl tiny_vit checkpoint (metadata model={meta.get('model')!r})")
+    spec = TinyViTSpec(**json.loads(meta["spec"]))
+    params = jax.tree.map(jax.numpy.asarray, _unflatten(load_file(str(path))))
+    return tiny_vit_model(spec), params
+
+
+def bundled_weights_path() -> Path:
+    return Path(str(resources.files("jaxdfl.models") / "weights" / BUNDLED_TINY_VIT))
+
+
+def load_model(model_cfg, seed: int = 0) -> tuple[Model, dict]:
+    """The base model and its frozen weights, as ``model.checkpoint`` says.
+
+    ``bundled``: the tiny ViT pretrained on digits that ships with jaxdfl; ``random``: a fresh random
+    init (seeded); otherwise a path to a ``.safetensors`` file written by :func:`save_weights`.
+    """
+    if model_cfg.checkpoint == "random":
+        spec = TinyViTSpec()
+        return tiny_vit_model(spec), tiny_vit.init_params(jax.random.key(seed), spec)
+    path = bundled_weights_path() if model_cfg.checkpoint == "bundled" else Path(model_cfg.checkpoint)
+    if not path.is_file():
+        raise ConfigError(f"model.checkpoint: no file at {path}")
+    return load_weights(path)
+
+
+def adapted_layers(model: Model, kinds) -> dict[str, tuple[int, int]]:
+    """The linear maps whose kind is in ``kinds`` → ``(in, out)``."""
+    return {n: s for n, s in model.linear_shapes.items() if model.layer_kind(n) in kinds}
+
+
+__all__ = ["Hook", "Model", "TinyViTSpec", "adapted_layers", "bundled_weights_path", "load_model",
+           "load_weights", "save_weights", "tiny_vit", "tiny_vit_model"]

@@ -1,0 +1,37 @@
+"""Checkpoints of the simulation state with orbax-checkpoint, one step per completed round."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import orbax.checkpoint as ocp
+
+from jaxdfl.sim.state import SimState
+
+
+class Checkpointer:
+    """Saves and restores :class:`SimState` under ``directory`` (keeps the newest ``max_to_keep``)."""
+
+    def __init__(self, directory: str | Path, max_to_keep: int = 2):
+        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False)
+        self._manager = ocp.CheckpointManager(Path(directory).absolute(), options=options)
+
+    def save(self, round_: int, state: SimState) -> None:
+        """Save the state after ``round_`` completed rounds (no-op if that round is already saved)."""
+        if self._manager.latest_step() == round_:
+            return
+        self._manager.save(round_, args=ocp.args.StandardSave(state))
+        self._manager.wait_until_finished()
+
+    def latest_round(self) -> int | None:
+        return self._manager.latest_step()
+
+    def restore(self, like: SimState, round_: int | None = None) -> tuple[int, SimState]:
+        """Restore into the structure, shapes and shardings of ``like``; the newest round by default."""
+        round_ = self._manager.latest_step() if round_ is None else round_
+        target = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+        return round_, self._manager.restore(round_, args=ocp.args.StandardRestore(target))
+
+    def close(self) -> None:
+        self._manager.close()

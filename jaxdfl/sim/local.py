@@ -1,0 +1,46 @@
+"""Local training of ONE device: E optimizer steps in a ``lax.scan`` (the engine vmaps it over devices)."""
+
+from __future__ import annotations
+
+import jax
+import optax
+
+from jaxdfl.adapters.base import AdapterState, Method
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def adapted_apply(model_apply, method: Method, base, state: AdapterState, x: jax.Array) -> jax.Array:
+    """The base model with this device's adapter attached through the hook."""
+    return model_apply(base, x, hook=lambda name, h: method.delta(state, name, h))
+
+
+def make_local_train(model_apply, method: Method, optimizer: optax.GradientTransformation, local_steps: int,
+                     batch_size: int, reset_state: bool):
+    """Returns ``train(state, opt_state, base, x, y, n, key) -> (state, opt_state, mean_loss)`` for one device.
+
+    ``x`` ``[n_max, ...]``, ``y`` ``[n_max]`` are the device's padded data and ``n`` its real size; each
+    step draws a mini-batch of ``batch_size`` indices uniformly from ``[0, n)``.
+    """
+
+    def train(state: AdapterState, opt_state, base, x, y, n, key):
+        if reset_state:
+            opt_state = optimizer.init(state.params)
+
+        def loss_fn(params, xb, yb):
+            adapter = state._replace(params=params)
+            return cross_entropy(adapted_apply(model_apply, method, base, adapter, xb), yb) + method.regularizer(adapter)
+
+        def step(carry, k):
+            params, s = carry
+            idx = jax.random.randint(k, (batch_size,), 0, n)
+            loss, grads = jax.value_and_grad(loss_fn)(params, x[idx], y[idx])
+            updates, s = optimizer.update(grads, s, params)
+            return (optax.apply_updates(params, updates), s), loss
+
+        (params, opt_state), losses = jax.lax.scan(step, (state.params, opt_state), jax.random.split(key, local_steps))
+        return state._replace(params=params), opt_state, losses.mean()
+
+    return train

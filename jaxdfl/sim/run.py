@@ -1,0 +1,158 @@
+"""The run loop: Python orchestrates rounds, evaluation, logging and checkpoints; each round is one jitted
+program. Everything a run produces lands in its output folder:
+
+  config.yaml    the resolved config
+  metrics.jsonl  one object per round (appended and flushed as the run goes)
+  summary.json   final numbers
+  curves.png     loss and accuracy against rounds
+  checkpoints/   orbax checkpoints, for ``resume=True``
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+from pathlib import Path
+
+import jax
+import numpy as np
+import yaml
+from tqdm.auto import tqdm
+
+from jaxdfl.config import Config, load_config, resolve_path
+from jaxdfl.errors import UserError
+from jaxdfl.sim.checkpoint import Checkpointer
+from jaxdfl.sim.engine import Simulation, build_simulation
+from jaxdfl.sim.state import SimState
+
+
+def _default_out(source) -> Path:
+    name = "custom" if not isinstance(source, (str, Path)) and source is not None else (
+        resolve_path(source or "quickstart").stem)
+    return Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def _read_metrics(path: Path, upto_round: int) -> list[dict]:
+    """The metric records of rounds ≤ ``upto_round`` (later ones belong to work a resume redoes)."""
+    if not path.exists():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in records if r["round"] <= upto_round]
+
+
+def _accuracy_record(acc: np.ndarray, task_names) -> dict:
+    """``acc`` ``[devices, tasks]`` → mean accuracy and per-task means over devices."""
+    return {"accuracy": float(acc.mean()),
+            "per_task_accuracy": {t: float(a) for t, a in zip(task_names, acc.mean(0))}}
+
+
+def summarize(sim: Simulation, records: list[dict], initial: dict, final_acc: np.ndarray, wall_s: float) -> dict:
+    cfg, data = sim.config, sim.data
+    summary = {
+        "final_accuracy": float(final_acc.mean()),
+        "per_task_accuracy": {t: float(a) for t, a in zip(data.task_names, final_acc.mean(0))},
+        "per_task_chance": dict(zip(data.task_names, data.chance)),
+        "initial_accuracy": initial["accuracy"],
+        "initial_per_task_accuracy": initial["per_task_accuracy"],
+        "trainable_params": sim.trainable_params,
+        "base_params": sim.base_params,
+        "uplink_params_total": float(sum(r["uplink_params"] for r in records)),
+        "uplink_bits_total": float(sum(r["uplink_bits"] for r in records)),
+        "rounds": cfg.rounds,
+        "seed": cfg.seed,
+        "num_devices": cfg.num_devices,
+        "method": cfg.method.name,
+        "topology": cfg.topology.name,
+        "wall_s": wall_s,
+    }
+    own = data.task_of_device
+    if (own >= 0).all():
+        summary["own_task_accuracy"] = float(final_acc[np.arange(len(own)), own].mean())
+    return summary
+
+
+def run(config: str | Path | dict | Config | None = None, overrides=(), out: str | Path | None = None,
+        resume: bool = False, progress: bool = True) -> tuple[dict, SimState]:
+    """Run one simulation end to end and write its output folder.
+
+    Args:
+      config: a YAML path, a bundled config name (``"quickstart"``), a dict, a :class:`Config`, or None
+        for the quick start.
+      overrides: ``["method.rank=8", ...]`` applied on top of ``config``.
+      out: output folder; default ``runs/<config>-<timestamp>``.
+      resume: continue from the newest checkpoint in ``out`` (same config required).
+      progress: show a progress bar over rounds.
+
+    Returns:
+      ``(summary, state)``: the dict written to ``summary.json`` and the final :class:`SimState`.
+    """
+    cfg = load_config(config, overrides)
+    if resume and out is None:
+        raise UserError("resume needs the run's folder: pass out=DIR (CLI: --out DIR)")
+    out = Path(out) if out is not None else _default_out(config)
+    metrics_path = out / "metrics.jsonl"
+    if resume:
+        saved = out / "config.yaml"
+        if not saved.exists():
+            raise UserError(f"cannot resume: {saved} does not exist")
+        if yaml.safe_load(saved.read_text()) != cfg.to_dict():
+            raise UserError(f"cannot resume: the config differs from the one saved in {saved}")
+    elif metrics_path.exists():
+        raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+    start = time.time()
+    sim = build_simulation(cfg)
+    key = jax.random.key(cfg.seed)
+    state = sim.init_fn(jax.random.fold_in(key, 0))
+    initial = _accuracy_record(np.asarray(sim.evaluate_fn(state)), sim.data.task_names)
+    checkpointer = Checkpointer(out / "checkpoints")
+    done = 0
+    if resume and checkpointer.latest_round() is not None:
+        done, state = checkpointer.restore(state)
+    records = _read_metrics(metrics_path, done)
+    metrics_path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+    round_key = jax.random.fold_in(key, 1)
+    bar = tqdm(total=cfg.rounds, initial=done, desc="rounds", unit="round", disable=not progress, dynamic_ncols=True)
+    postfix: dict = {}
+    acc = None
+    try:
+        with metrics_path.open("a") as log:
+            for r in range(done, cfg.rounds):
+                t0 = time.time()
+                # `state` is donated to the round program: until the record below is written, only
+                # `new_state` is alive, and it belongs to a round the metrics do not hold yet.
+                new_state, m = sim.round_fn(state, sim.topology.mixing(r), jax.random.fold_in(round_key, r))
+                record = {"round": r + 1, "train_loss": float(m["train_loss"]),
+                          "uplink_params": float(m["uplink_params"]), "uplink_bits": float(m["uplink_bits"])}
+                if (r + 1) % cfg.eval_every == 0 or r + 1 == cfg.rounds:
+                    acc = np.asarray(sim.evaluate_fn(new_state))
+                    record |= _accuracy_record(acc, sim.data.task_names)
+                    postfix["acc"] = f"{record['accuracy']:.3f}"
+                record["wall_s"] = time.time() - t0
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                records.append(record)
+                state, done = new_state, r + 1
+                postfix["loss"] = f"{record['train_loss']:.3f}"
+                bar.set_postfix(postfix, refresh=False)
+                bar.update(1)
+                if cfg.checkpoint_every and done % cfg.checkpoint_every == 0:
+                    checkpointer.save(done, state)
+    finally:
+        bar.close()
+        if not any(leaf.is_deleted() for leaf in jax.tree.leaves(state)):
+            checkpointer.save(done, state)  # a crash or Ctrl-C loses no completed round
+        checkpointer.close()
+
+    if acc is None:  # resumed at the very end: evaluate the restored state
+        acc = np.asarray(sim.evaluate_fn(state))
+    summary = summarize(sim, records, initial, acc, time.time() - start)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    from jaxdfl.plotting import plot_run
+
+    plot_run(out)
+    return summary, state

@@ -1,0 +1,55 @@
+"""Topologies: who mixes with whom each round, as a mixing matrix."""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from jaxdfl.topology import graphs
+from jaxdfl.topology.mixing import mix, mix_dense
+
+
+class Topology(NamedTuple):
+    """``mixing(round) -> W`` ``[M, M]`` float32, deterministic given the config seed."""
+
+    name: str
+    mixing: Callable[[int], np.ndarray]
+
+
+def build_topology(topo_cfg, num_devices: int, data_sizes: np.ndarray, seed: int) -> Topology:
+    """The topology named by ``topology.name``.
+
+    Random draws (graph edges, sampled clients) are redrawn every ``resample_every`` rounds (0 = once), each
+    from its own seeded generator, so round r's W does not depend on how the run got there (resume-safe).
+    """
+    m, name = num_devices, topo_cfg.name
+    weigh = graphs.metropolis_hastings if topo_cfg.weights == "metropolis" else graphs.uniform_weights
+
+    def rng_for(round_: int) -> np.random.Generator:
+        block = round_ // topo_cfg.resample_every if topo_cfg.resample_every else 0
+        return np.random.default_rng([seed, 2, block])
+
+    if name == "isolated":
+        static = np.eye(m, dtype=np.float32)
+    elif name == "full":
+        static = np.full((m, m), 1.0 / m, np.float32)
+    elif name == "ring":
+        static = weigh(graphs.ring_adjacency(m))
+    else:
+        static = None
+
+    if static is not None:
+        return Topology(name, lambda round_: static)
+    if name == "kregular":
+        return Topology(name, lambda r: weigh(graphs.random_regular_adjacency(m, topo_cfg.degree, rng_for(r))))
+    if name == "erdos_renyi":
+        return Topology(name, lambda r: weigh(graphs.erdos_renyi_adjacency(m, topo_cfg.edge_prob, rng_for(r))))
+    if name == "server":
+        k = topo_cfg.clients_per_round or m
+        p = np.asarray(data_sizes, np.float64)
+        return Topology(name, lambda r: graphs.server_average(p, np.sort(rng_for(r).choice(m, k, replace=False))))
+    raise ValueError(f"unknown topology {name!r}")  # unreachable: the config's Literal checks names
+
+
+__all__ = ["Topology", "build_topology", "graphs", "mix", "mix_dense"]

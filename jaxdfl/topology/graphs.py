@@ -1,0 +1,82 @@
+"""Mixing matrices W ∈ R^{M×M} for the topologies of SPEC §5 (host-side numpy; they enter each round's
+program as an input array, so they can change every round and be differentiated through).
+
+Row i of W says how device i averages what it receives: ``y_i = Σ_j W_ij x_j``. Every W here is
+row-stochastic; the Metropolis–Hastings ones are also symmetric, hence doubly stochastic.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def ring_adjacency(m: int) -> np.ndarray:
+    adj = np.zeros((m, m), bool)
+    for i in range(m):
+        for j in ((i - 1) % m, (i + 1) % m):
+            if j != i:
+                adj[i, j] = True
+    return adj
+
+
+def erdos_renyi_adjacency(m: int, p: float, rng: np.random.Generator) -> np.ndarray:
+    """G(m, p): each unordered pair is an edge independently with probability p."""
+    upper = np.triu(rng.random((m, m)) < p, k=1)
+    return upper | upper.T
+
+
+def random_regular_adjacency(m: int, k: int, rng: np.random.Generator, swaps_per_edge: int = 10) -> np.ndarray:
+    """A random k-regular simple graph: a circulant k-regular graph randomised by degree-preserving double
+    edge swaps (a Markov chain over k-regular graphs). Needs ``k < m`` and ``k·m`` even."""
+    if not (0 < k < m and (k * m) % 2 == 0):
+        raise ValueError(f"no {k}-regular graph on {m} vertices")
+    edges = {(i, (i + s) % m) for i in range(m) for s in range(1, k // 2 + 1)}
+    if k % 2:
+        edges |= {(i, i + m // 2) for i in range(m // 2)}
+    edges = {tuple(sorted(e)) for e in edges}
+    edge_list = list(edges)
+    for _ in range(swaps_per_edge * len(edge_list)):
+        i, j = rng.integers(len(edge_list), size=2)
+        (a, b), (c, d) = edge_list[i], edge_list[j]
+        if rng.random() < 0.5:
+            c, d = d, c
+        new1, new2 = tuple(sorted((a, d))), tuple(sorted((c, b)))
+        if a == d or c == b or new1 == new2 or new1 in edges or new2 in edges:
+            continue
+        edges -= {edge_list[i], edge_list[j]}
+        edges |= {new1, new2}
+        edge_list[i], edge_list[j] = new1, new2
+    adj = np.zeros((m, m), bool)
+    for a, b in edges:
+        adj[a, b] = adj[b, a] = True
+    return adj
+
+
+def metropolis_hastings(adj: np.ndarray) -> np.ndarray:
+    """W_ij = 1/(1 + max(deg_i, deg_j)) on edges, W_ii = 1 − Σ_{j≠i} W_ij: symmetric, doubly stochastic."""
+    adj = adj & ~np.eye(len(adj), dtype=bool)
+    deg = adj.sum(1)
+    w = np.where(adj, 1.0 / (1.0 + np.maximum(deg[:, None], deg[None, :])), 0.0)
+    w[np.diag_indices_from(w)] = 1.0 - w.sum(1)
+    return w.astype(np.float32)
+
+
+def uniform_weights(adj: np.ndarray) -> np.ndarray:
+    """W_ij = 1/(deg_i + 1) over i's neighbours and itself: row-stochastic."""
+    closed = adj | np.eye(len(adj), dtype=bool)
+    return (closed / closed.sum(1, keepdims=True)).astype(np.float32)
+
+
+def server_average(weights: np.ndarray, sampled: np.ndarray) -> np.ndarray:
+    """FedAvg as a mixing matrix: every row is the data-size weights of the sampled clients, renormalised
+    (``W = 1 wᵀ``, ``w_j = p_j / Σ_{k∈S} p_k`` for j ∈ S, else 0). Unsampled clients send nothing and all
+    receive the new global model."""
+    w = np.zeros(len(weights))
+    w[sampled] = weights[sampled] / weights[sampled].sum()
+    return np.tile(w, (len(weights), 1)).astype(np.float32)
+
+
+def senders(w: np.ndarray) -> np.ndarray:
+    """``[M]`` bool: device j transmits this round iff some other device i gives it weight (W_ij ≠ 0, i ≠ j)."""
+    off = w * (1 - np.eye(len(w)))
+    return (off != 0).any(0)
