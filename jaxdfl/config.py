@@ -35,11 +35,23 @@ class ModelConfig:
     name: Literal["tiny_vit"] = "tiny_vit"
     checkpoint: str = "bundled"  # "bundled" (shipped digits-pretrained weights), "random", or a .safetensors path
     adapt: tuple[str, ...] = ("q", "k", "v", "o", "up", "down", "head")  # linear maps that get adapters
+    # Size of a "random" model (null = the bundled model's size); a loaded checkpoint carries its own.
+    dim: int | None = None
+    depth: int | None = None
+    heads: int | None = None
+    mlp_dim: int | None = None
 
     def __post_init__(self):
         allowed = ("embed", "q", "k", "v", "o", "up", "down", "head")
         bad = [a for a in self.adapt if a not in allowed]
         _require(not bad and len(self.adapt) > 0, "adapt", f"got {list(self.adapt)}; choose from {list(allowed)}")
+        for key in ("dim", "depth", "heads", "mlp_dim"):
+            value = getattr(self, key)
+            _require(value is None or self.checkpoint == "random", key,
+                     "sets the size of a random model only (checkpoint: random); a checkpoint has its own size")
+            _require(value is None or value >= 1, key, f"must be >= 1, got {value}")
+        if self.dim is not None and self.heads is not None:
+            _require(self.dim % self.heads == 0, "heads", f"must divide dim={self.dim}, got {self.heads}")
 
 
 @dataclass(frozen=True)

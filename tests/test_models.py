@@ -43,3 +43,14 @@ def test_weights_round_trip(tmp_path):
     model, loaded = load_weights(tmp_path / "w.safetensors")
     assert model.spec == SPEC
     jax.tree.map(np.testing.assert_array_equal, params, loaded)
+
+
+def test_causal_block_ignores_later_tokens():
+    from jaxdfl.models import blocks
+
+    params = tiny_vit.init_params(jax.random.key(0), SPEC)
+    x = jax.random.normal(jax.random.key(1), (2, 6, SPEC.dim))
+    changed = x.at[:, 4:].add(5.0)
+    run = lambda inp, causal: blocks.encoder_block(params, "block0", inp, SPEC.heads, None, causal)  # noqa: E731
+    np.testing.assert_allclose(run(x, True)[:, :4], run(changed, True)[:, :4], rtol=1e-5, atol=1e-5)
+    assert not np.allclose(run(x, False)[:, :4], run(changed, False)[:, :4])

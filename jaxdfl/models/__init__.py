@@ -14,7 +14,8 @@ from safetensors.numpy import load_file, save_file
 
 from jaxdfl.errors import ConfigError
 from jaxdfl.models import tiny_vit
-from jaxdfl.models.tiny_vit import Hook, TinyViTSpec
+from jaxdfl.models.blocks import Hook
+from jaxdfl.models.tiny_vit import TinyViTSpec
 
 BUNDLED_TINY_VIT = "tiny_vit_digits.safetensors"
 
@@ -84,10 +85,11 @@ def load_model(model_cfg, seed: int = 0) -> tuple[Model, dict]:
     """The base model and its frozen weights, as ``model.checkpoint`` says.
 
     ``bundled``: the tiny ViT pretrained on digits that ships with jaxdfl; ``random``: a fresh random
-    init (seeded); otherwise a path to a ``.safetensors`` file written by :func:`save_weights`.
+    init (seeded) of the bundled size or of ``model.dim/depth/heads/mlp_dim``; otherwise a path to a ``.safetensors`` file written by :func:`save_weights`.
     """
     if model_cfg.checkpoint == "random":
-        spec = TinyViTSpec()
+        sizes = {k: getattr(model_cfg, k) for k in ("dim", "depth", "heads", "mlp_dim")}
+        spec = TinyViTSpec(**{k: v for k, v in sizes.items() if v is not None})
         return tiny_vit_model(spec), tiny_vit.init_params(jax.random.key(seed), spec)
     path = bundled_weights_path() if model_cfg.checkpoint == "bundled" else Path(model_cfg.checkpoint)
     if not path.is_file():

@@ -12,15 +12,11 @@ a returned ``dy`` ``[..., out]`` is added to its output.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
-Hook = Callable[[str, jax.Array], jax.Array | None]
-
-LINEAR_KINDS = ("embed", "q", "k", "v", "o", "up", "down", "head")
-
+from jaxdfl.models.blocks import Hook, encoder_block, layer_norm, linear
 
 @dataclass(frozen=True)
 class TinyViTSpec:
@@ -72,19 +68,6 @@ def init_params(key: jax.Array, spec: TinyViTSpec) -> dict:
     return params
 
 
-def _layer_norm(p, x):
-    mean = x.mean(-1, keepdims=True)
-    var = ((x - mean) ** 2).mean(-1, keepdims=True)
-    return (x - mean) * jax.lax.rsqrt(var + 1e-6) * p["scale"] + p["bias"]
-
-
-def _linear(params, name, x, hook: Hook | None):
-    y = x @ params[name]["w"] + params[name]["b"]
-    if hook is not None and (dy := hook(name, x)) is not None:
-        y = y + dy
-    return y
-
-
 def patchify(images: jax.Array, spec: TinyViTSpec) -> jax.Array:
     """``[batch, H, W]`` or ``[batch, H, W, C]`` → ``[batch, patches, patch·patch·C]``."""
     if images.ndim == 3:
@@ -97,16 +80,9 @@ def patchify(images: jax.Array, spec: TinyViTSpec) -> jax.Array:
 
 def apply(params: dict, images: jax.Array, spec: TinyViTSpec, hook: Hook | None = None) -> jax.Array:
     """Logits ``[batch, num_classes]`` for images ``[batch, H, W]`` (or ``[batch, H, W, C]``)."""
-    x = _linear(params, "embed", patchify(images, spec), hook)
+    x = linear(params, "embed", patchify(images, spec), hook)
     cls = jnp.broadcast_to(params["cls"], (x.shape[0], 1, spec.dim))
     x = jnp.concatenate([cls, x], axis=1) + params["pos"]
-    b, t, d = x.shape
-    hd = d // spec.heads
     for i in range(spec.depth):
-        h = _layer_norm(params[f"block{i}_ln1"], x)
-        q, k, v = (_linear(params, f"block{i}_{n}", h, hook).reshape(b, t, spec.heads, hd) for n in "qkv")
-        att = jax.nn.softmax(jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(hd).astype(x.dtype), axis=-1)
-        x = x + _linear(params, f"block{i}_o", jnp.einsum("bhqk,bkhd->bqhd", att, v).reshape(b, t, d), hook)
-        h = _layer_norm(params[f"block{i}_ln2"], x)
-        x = x + _linear(params, f"block{i}_down", jax.nn.gelu(_linear(params, f"block{i}_up", h, hook)), hook)
-    return _linear(params, "head", _layer_norm(params["ln_f"], x[:, 0]), hook)
+        x = encoder_block(params, f"block{i}", x, spec.heads, hook)
+    return linear(params, "head", layer_norm(params["ln_f"], x[:, 0]), hook)

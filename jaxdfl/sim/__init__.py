@@ -1,0 +1,1 @@
+"""The simulation engine: state, vmapped local training, the round program, the run loop, checkpoints."""

@@ -1,0 +1,11 @@
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_ci_runs_the_readme_test_command():
+    """A missing install step must fail CI: .ci/run runs exactly the README's test command."""
+    readme = (ROOT / "README.md").read_text()
+    ci_lines = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line.startswith("python3.11")]
+    assert len(ci_lines) == 1
+    assert f"```bash\n{ci_lines[0]}\n```" in readme
