@@ -80,14 +80,20 @@ class DataConfig:
 class MethodConfig:
     """The adapter method each device trains and what it sends."""
 
-    name: Literal["lora", "full"] = "lora"
+    # lora, full: send the model itself. soft, tlora, rlora, slora, ilora (Paper B): send sparsified deltas.
+    name: Literal["lora", "full", "soft", "tlora", "rlora", "slora", "ilora"] = "lora"
     rank: int = 4
     alpha: float = 8.0  # LoRA scale is alpha / rank
     a_std: float | None = None  # std of the Gaussian A; None = 1/sqrt(fan_in) (SPEC §2.1)
     shared_init: bool = True  # every device starts from the same adapter draw (FedAvg-style)
+    ratio: float = 0.5  # Paper B sparsification ratio O: share of r·(d+k) entries sent per layer
+    error_feedback: bool = True  # Paper B: accumulate what was not sent and add it to the next update
+    zeta: float = 0.0  # weight of SOFT's orthogonality regulariser (B eq. 2); 0 = off
 
     def __post_init__(self):
         _require(self.rank >= 1, "rank", f"must be >= 1, got {self.rank}")
+        _require(0 < self.ratio <= 1, "ratio", f"must be in (0, 1], got {self.ratio}")
+        _require(self.zeta >= 0, "zeta", f"must be >= 0, got {self.zeta}")
         _require(self.a_std is None or self.a_std > 0, "a_std", f"must be > 0 or null, got {self.a_std}")
 
 
@@ -101,6 +107,8 @@ class TopologyConfig:
     edge_prob: float = 0.3  # "erdos_renyi": probability of each edge
     resample_every: int = 1  # random graphs and client sampling: draw anew every n rounds; 0 = draw once
     weights: Literal["metropolis", "uniform"] = "metropolis"  # device-to-device mixing weights
+    # "server": normalized = FedAvg weights p_k / Σ_sampled p; unbiased = (N/K)·p_k on deltas (SPEC §3.1)
+    server_weights: Literal["normalized", "unbiased"] = "normalized"
 
     def __post_init__(self):
         _require(self.clients_per_round >= 0, "clients_per_round", f"must be >= 0, got {self.clients_per_round}")
@@ -150,6 +158,10 @@ class Config:
             k = self.topology.clients_per_round
             _require(k <= self.num_devices, "topology.clients_per_round",
                      f"{k} clients cannot be sampled from num_devices={self.num_devices}")
+        if self.topology.server_weights == "unbiased":
+            _require(self.method.name not in ("lora", "full"), "topology.server_weights",
+                     f"'unbiased' weights do not sum to one, so they suit methods that send deltas "
+                     f"(soft, tlora, rlora, slora, ilora), not method.name={self.method.name!r}")
         if self.topology.name == "kregular":
             d = self.topology.degree
             _require(d < self.num_devices and (d * self.num_devices) % 2 == 0, "topology.degree",

@@ -1,2 +1,5 @@
-"""Metrics (collision rate, covariance, orthogonality, spectral entropy, communication accounting) land here
-with the papers' methods; accuracy of every device on every task is computed by the engine's evaluate."""
+"""Metrics beyond accuracy (which the engine's evaluate computes for every device on every task)."""
+
+from jaxdfl.metrics.covariance import lora_covariance
+
+__all__ = ["lora_covariance"]

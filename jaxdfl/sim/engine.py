@@ -18,6 +18,7 @@ import optax
 from jaxdfl import data as data_lib
 from jaxdfl.adapters import Method, make_method, num_params
 from jaxdfl.config import Config
+from jaxdfl.metrics import lora_covariance
 from jaxdfl.models import Model, adapted_layers, load_model
 from jaxdfl.sim.local import adapted_apply, make_local_train
 from jaxdfl.sim.mesh import make_mesh, replicated, sharded
@@ -34,22 +35,40 @@ def make_optimizer(opt_cfg) -> optax.GradientTransformation:
 
 
 def make_round_step(model_apply, method: Method, optimizer, local_steps: int, batch_size: int,
-                    reset_state: bool = False) -> Callable:
-    """``round_step(state, base, x, y, n, w, key) -> (state, metrics)`` for all devices at once.
+                    reset_state: bool = False, covariance: bool = False) -> Callable:
+    """``round_step(state, base, x, y, n, w, key, active=None) -> (state, metrics)`` for all devices at once.
 
     Shapes: ``state`` leaves ``[M, ...]``; ``x`` ``[M, n_max, ...]``; ``y`` ``[M, n_max]``; ``n`` ``[M]``;
-    ``w`` ``[M, M]`` the round's mixing matrix (SPEC §5). ``metrics``: ``train_loss`` (mean over devices),
-    ``uplink_params`` / ``uplink_bits`` (summed over devices that transmit: column j of W has an
-    off-diagonal non-zero), ``device_loss`` ``[M]``.
+    ``w`` ``[M, M]`` the round's mixing matrix (SPEC §5); ``active`` ``[K]`` int indices of the devices
+    that train and send this round (None: all). Only active devices train and ``encode``, so an inactive
+    device's optimizer state and method memory carry over untouched, and the compute is K/M of a full
+    round. Every device then ``merge``s what it receives.
+
+    ``metrics``: ``train_loss`` (mean over active devices), ``device_loss`` ``[K]``, ``uplink_params`` /
+    ``uplink_bits`` (summed over devices that transmit: column j of W has an off-diagonal non-zero), and
+    with ``covariance=True`` ``covariance_fro`` (B eq. 12 over the active devices' trained factors,
+    weighted by row 0 of W, i.e. for server topologies).
     """
     train = make_local_train(model_apply, method, optimizer, local_steps, batch_size, reset_state)
 
-    def round_step(state: SimState, base, x, y, n, w, key):
+    def round_step(state: SimState, base, x, y, n, w, key, active=None):
         m = w.shape[0]
+        if active is None:
+            part, data = state, (x, y, n)
+        else:
+            part = jax.tree.map(lambda a: a[active], state)
+            data = (x[active], y[active], n[active])
+        k = jax.tree.leaves(part)[0].shape[0]
         k_train, k_encode = jax.random.split(key)
         adapter, opt_state, loss = jax.vmap(train, in_axes=(0, 0, None, 0, 0, 0, 0))(
-            state.adapter, state.opt_state, base, x, y, n, jax.random.split(k_train, m))
-        message, adapter = jax.vmap(method.encode)(adapter, state.adapter.params, jax.random.split(k_encode, m))
+            part.adapter, part.opt_state, base, *data, jax.random.split(k_train, k))
+        trained = adapter.params
+        message, adapter = jax.vmap(method.encode)(adapter, part.adapter.params, jax.random.split(k_encode, k))
+        if active is not None:  # scatter back; inactive devices send an all-zero message with zero weight
+            adapter, opt_state = jax.tree.map(lambda full, sub: full.at[active].set(sub),
+                                              (state.adapter, state.opt_state),
+                                              (adapter, opt_state))
+            message = jax.tree.map(lambda sub: jnp.zeros((m, *sub.shape[1:]), sub.dtype).at[active].set(sub), message)
         adapter = jax.vmap(method.merge)(adapter, mix(w, message))
         transmits = jnp.any((w * (1.0 - jnp.eye(m))) != 0, axis=0)
         metrics = {
@@ -58,6 +77,8 @@ def make_round_step(model_apply, method: Method, optimizer, local_steps: int, ba
             "uplink_params": jnp.where(transmits, message.count, 0).sum(),
             "uplink_bits": jnp.where(transmits, message.bits, 0).sum(),
         }
+        if covariance:
+            metrics["covariance_fro"] = lora_covariance(trained, w[0] if active is None else w[0, active])
         return SimState(adapter, opt_state), metrics
 
     return round_step
@@ -93,8 +114,8 @@ class Simulation(NamedTuple):
     mesh: jax.sharding.Mesh
     layers: dict[str, tuple[int, int]]  # adapted linear maps → (in, out)
     init_fn: Callable[[jax.Array], SimState]
-    round_fn: Callable  # jitted round_step
-    evaluate_fn: Callable  # jitted evaluate(state) -> [M, T]
+    round_fn: Callable  # jitted round_step: (state, w, key, active=None) -> (state, metrics)
+    evaluate_fn: Callable  # jitted evaluate(state) -> [M, T] ([1, T] under a server: the global model)
 
     @property
     def trainable_params(self) -> int:
@@ -128,11 +149,15 @@ def build_simulation(cfg: Config) -> Simulation:
         adapter = jax.vmap(lambda k: method.init(k, layers))(k_adapter)
         return SimState(adapter, jax.vmap(optimizer.init)(adapter.params))
 
+    server = cfg.topology.name == "server"
     round_step = make_round_step(model.apply, method, optimizer, cfg.local_steps, cfg.batch_size,
-                                 cfg.optimizer.reset_state)
-    round_fn = jax.jit(lambda state, w, key: round_step(state, base, *device_data, w, key),
+                                 cfg.optimizer.reset_state, covariance=server and cfg.method.name != "full")
+    round_fn = jax.jit(lambda state, w, key, active=None: round_step(state, base, *device_data, w, key, active),
                        out_shardings=(on_devices, everywhere), donate_argnums=0)
     evaluate = make_evaluate(model.apply, method)
-    evaluate_fn = jax.jit(lambda state: evaluate(state.adapter, base, *test_data), out_shardings=everywhere)
+    # Under a server every device holds the same global model after merging: evaluate one copy of it.
+    rows = (lambda a: a[:1]) if server else (lambda a: a)
+    evaluate_fn = jax.jit(lambda state: evaluate(jax.tree.map(rows, state.adapter), base, *test_data),
+                          out_shardings=everywhere)
     return Simulation(cfg, model, base, method, optimizer, data, device_data, test_data, topology, mesh, layers,
                       jax.jit(init_fn, out_shardings=on_devices), round_fn, evaluate_fn)

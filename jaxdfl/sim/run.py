@@ -67,7 +67,7 @@ def summarize(sim: Simulation, records: list[dict], initial: dict, final_acc: np
         "wall_s": wall_s,
     }
     own = data.task_of_device
-    if (own >= 0).all():
+    if (own >= 0).all() and len(final_acc) == len(own):
         summary["own_task_accuracy"] = float(final_acc[np.arange(len(own)), own].mean())
     return summary
 
@@ -125,9 +125,12 @@ def run(config: str | Path | dict | Config | None = None, overrides=(), out: str
                 t0 = time.time()
                 # `state` is donated to the round program: until the record below is written, only
                 # `new_state` is alive, and it belongs to a round the metrics do not hold yet.
-                new_state, m = sim.round_fn(state, sim.topology.mixing(r), jax.random.fold_in(round_key, r))
+                new_state, m = sim.round_fn(state, sim.topology.mixing(r), jax.random.fold_in(round_key, r),
+                                            sim.topology.active(r))
                 record = {"round": r + 1, "train_loss": float(m["train_loss"]),
                           "uplink_params": float(m["uplink_params"]), "uplink_bits": float(m["uplink_bits"])}
+                if "covariance_fro" in m:
+                    record["covariance_fro"] = float(m["covariance_fro"])
                 if (r + 1) % cfg.eval_every == 0 or r + 1 == cfg.rounds:
                     acc = np.asarray(sim.evaluate_fn(new_state))
                     record |= _accuracy_record(acc, sim.data.task_names)

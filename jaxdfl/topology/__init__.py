@@ -11,10 +11,16 @@ from jaxdfl.topology.mixing import mix, mix_dense
 
 
 class Topology(NamedTuple):
-    """``mixing(round) -> W`` ``[M, M]`` float32, deterministic given the config seed."""
+    """``mixing(round) -> W`` ``[M, M]`` float32, deterministic given the config seed.
+
+    ``active(round)`` gives the sorted indices of the devices that train and send that round (``[K]``,
+    K = ``num_active``), or None when every device takes part.
+    """
 
     name: str
     mixing: Callable[[int], np.ndarray]
+    active: Callable[[int], np.ndarray | None] = lambda round_: None
+    num_active: int | None = None
 
 
 def build_topology(topo_cfg, num_devices: int, data_sizes: np.ndarray, seed: int) -> Topology:
@@ -48,7 +54,12 @@ def build_topology(topo_cfg, num_devices: int, data_sizes: np.ndarray, seed: int
     if name == "server":
         k = topo_cfg.clients_per_round or m
         p = np.asarray(data_sizes, np.float64)
-        return Topology(name, lambda r: graphs.server_average(p, np.sort(rng_for(r).choice(m, k, replace=False))))
+        sample = lambda r: np.sort(rng_for(r).choice(m, k, replace=False)).astype(np.int32)  # noqa: E731
+        unbiased = topo_cfg.server_weights == "unbiased"
+        mixing = lambda r: graphs.server_average(p, sample(r), unbiased)  # noqa: E731
+        if k == m:
+            return Topology(name, mixing)
+        return Topology(name, mixing, sample, k)
     raise ValueError(f"unknown topology {name!r}")  # unreachable: the config's Literal checks names
 
 

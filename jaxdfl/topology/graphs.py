@@ -67,12 +67,17 @@ def uniform_weights(adj: np.ndarray) -> np.ndarray:
     return (closed / closed.sum(1, keepdims=True)).astype(np.float32)
 
 
-def server_average(weights: np.ndarray, sampled: np.ndarray) -> np.ndarray:
-    """FedAvg as a mixing matrix: every row is the data-size weights of the sampled clients, renormalised
-    (``W = 1 wᵀ``, ``w_j = p_j / Σ_{k∈S} p_k`` for j ∈ S, else 0). Unsampled clients send nothing and all
-    receive the new global model."""
+def server_average(weights: np.ndarray, sampled: np.ndarray, unbiased: bool = False) -> np.ndarray:
+    """Server aggregation as a mixing matrix ``W = 1 wᵀ``: every client receives the same global model.
+
+    ``unbiased=False`` (FedAvg): ``w_j = p_j / Σ_{k∈S} p_k`` on the sampled set S, rows sum to 1.
+    ``unbiased=True`` (SPEC §3.1, for deltas): ``w_j = (N/K)·p_j`` with ``p_j = |D_j| / |D|``, whose
+    expectation over uniform sampling is p_j. Unsampled clients get weight 0: they send nothing."""
     w = np.zeros(len(weights))
-    w[sampled] = weights[sampled] / weights[sampled].sum()
+    if unbiased:
+        w[sampled] = len(weights) / len(sampled) * weights[sampled] / weights.sum()
+    else:
+        w[sampled] = weights[sampled] / weights[sampled].sum()
     return np.tile(w, (len(weights), 1)).astype(np.float32)
 
 
