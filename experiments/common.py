@@ -1,0 +1,53 @@
+"""Shared by the experiment scripts: run a grid of configs through ``jaxdfl.run`` and collect their curves."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+import jaxdfl
+
+
+def run_grid(config: str, variants: dict[str, list[str]], out_dir: Path, rounds: int | None = None) -> dict[str, dict]:
+    """Run ``config`` once per variant (name → overrides) into ``out_dir/name``; reuse finished runs.
+
+    Returns name → ``{"summary": ..., "metrics": [...]}``.
+    """
+    results = {}
+    for name, overrides in tqdm(variants.items(), desc=f"{config} runs", unit="run"):
+        overrides = list(overrides) + ([f"rounds={rounds}"] if rounds else [])
+        run_dir = out_dir / name
+        if (run_dir / "summary.json").exists() and \
+                json.loads((run_dir / "summary.json").read_text())["rounds"] == (rounds or jaxdfl.load_config(config).rounds):
+            summary = json.loads((run_dir / "summary.json").read_text())
+        else:
+            if run_dir.exists():
+                import shutil
+
+                shutil.rmtree(run_dir)
+            summary, _ = jaxdfl.run(config, overrides, out=run_dir, progress=False)
+        metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        results[name] = {"summary": summary, "metrics": metrics}
+    return results
+
+
+def write_curves_csv(path: Path, results: dict[str, dict], fields: list[str]) -> None:
+    """One row per (variant, round) with the given metric fields (blank where a round lacks one)."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["variant", "round", *fields])
+        for name, res in results.items():
+            for rec in res["metrics"]:
+                writer.writerow([name, rec["round"], *[rec.get(k, "") for k in fields]])
+
+
+class Stopwatch:
+    def __init__(self):
+        self.start = time.time()
+
+    def __str__(self):
+        return f"{time.time() - self.start:.0f} s"
