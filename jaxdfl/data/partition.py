@@ -40,10 +40,10 @@ def label_shards(labels: np.ndarray, num_devices: int, shards_per_device: int,
 
 def dirichlet(labels: np.ndarray, num_devices: int, alpha: float, rng: np.random.Generator) -> list[np.ndarray]:
     """Per class, split its examples over devices in proportions drawn from Dirichlet(alpha·1)."""
-    parts: list[list[np.ndarray]] = [[] for _ in range(num_devices)]
+    owner = np.empty(len(labels), np.int64)
     for c in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == c))
         cuts = (np.cumsum(rng.dirichlet(np.full(num_devices, alpha))) * len(idx)).astype(int)[:-1]
-        for dev, chunk in enumerate(np.split(idx, cuts)):
-            parts[dev].append(chunk)
-    return [np.sort(np.concatenate(p)) for p in parts]
+        owner[idx] = np.repeat(np.arange(num_devices), np.diff(np.concatenate([[0], cuts, [len(idx)]])))
+    order = np.argsort(owner, kind="stable")  # indices grouped by device, ascending within each
+    return np.split(order, np.cumsum(np.bincount(owner, minlength=num_devices))[:-1])
