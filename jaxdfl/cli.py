@@ -65,9 +65,9 @@ def main(argv: list[str] | None = None) -> int:
 
             print(plot_run(args.dir))
         else:
-            from jaxdfl.sim.run import _default_out, run
+            from jaxdfl.sim.run import default_out_dir, run
 
-            out = args.out or _default_out(args.config)
+            out = args.out or default_out_dir(args.config)
             summary, _ = run(args.config, args.overrides, out=out, resume=args.resume, progress=not args.no_progress)
             _print_summary(summary, out)
     except UserError as err:

@@ -201,12 +201,11 @@ def _coerce(value, tp, path: str):
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
         for option in (a for a in args if a is not type(None)):
             try:
                 return _coerce(value, option, path)
-            except ConfigError as err:
-                errors.append(str(err))
+            except ConfigError:
+                pass
         raise ConfigError(f"{path}: got {value!r}; expected {' or '.join(_type_name(a) for a in args)}")
     if origin is tuple:
         if isinstance(value, str):

@@ -27,7 +27,7 @@ from jaxdfl.sim.engine import Simulation, build_simulation
 from jaxdfl.sim.state import SimState
 
 
-def _default_out(source) -> Path:
+def default_out_dir(source) -> Path:
     name = "custom" if not isinstance(source, (str, Path)) and source is not None else (
         resolve_path(source or "quickstart").stem)
     return Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
@@ -90,7 +90,7 @@ def run(config: str | Path | dict | Config | None = None, overrides=(), out: str
     cfg = load_config(config, overrides)
     if resume and out is None:
         raise UserError("resume needs the run's folder: pass out=DIR (CLI: --out DIR)")
-    out = Path(out) if out is not None else _default_out(config)
+    out = Path(out) if out is not None else default_out_dir(config)
     metrics_path = out / "metrics.jsonl"
     if resume:
         saved = out / "config.yaml"

@@ -80,8 +80,3 @@ def server_average(weights: np.ndarray, sampled: np.ndarray, unbiased: bool = Fa
         w[sampled] = weights[sampled] / weights[sampled].sum()
     return np.tile(w, (len(weights), 1)).astype(np.float32)
 
-
-def senders(w: np.ndarray) -> np.ndarray:
-    """``[M]`` bool: device j transmits this round iff some other device i gives it weight (W_ij ≠ 0, i ≠ j)."""
-    off = w * (1 - np.eye(len(w)))
-    return (off != 0).any(0)
