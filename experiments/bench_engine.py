@@ -88,7 +88,8 @@ def bench(num_devices: int, rounds: int, batch: int, local_steps: int, model_ove
     @jax.jit
     def exchange(adapters, ref_params, w, key):
         stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *adapters)
-        message, stacked = jax.vmap(method.encode)(stacked, ref_params, jax.random.split(key, len(adapters)))
+        message, stacked = jax.vmap(method.encode, in_axes=(0, 0, 0, None))(
+            stacked, ref_params, jax.random.split(key, len(adapters)), None)
         return jax.vmap(method.merge)(stacked, mix(w, message))
 
     x, y, n = (np.asarray(a) for a in sim.device_data)

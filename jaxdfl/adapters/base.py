@@ -10,7 +10,8 @@ One device's adapter is an :class:`AdapterState` of three pytrees:
 
 A round, as the engine runs it for each device:
   1. train ``params`` for E steps on ``loss(model(x, hook=delta)) + regularizer(state)``;
-  2. ``message, state = encode(state, ref, key)`` — ``ref`` is the params at the start of the round;
+  2. ``message, state = encode(state, ref, key, control)`` — ``ref`` is the params at the start of the round,
+     ``control`` the round's controller decisions shared by all devices (e.g. ``{"ratio": O^t}``), or None;
   3. the engine mixes every device's ``message.values`` with the round's mixing matrix (SPEC §5; entries
      absent under ``message.mask`` are normalised out);
   4. ``state = merge(state, mixed)``.
@@ -63,14 +64,16 @@ class Method(NamedTuple):
       delta: ``(state, name, x) -> dy``; what the adapter adds to linear map ``name`` for input
         ``x`` ``[..., in]`` (``dy`` ``[..., out]``); None if the layer is not adapted.
       regularizer: ``(state) -> scalar`` added to the training loss.
-      encode: ``(state, ref, key) -> (Message, state)``; ``ref`` is ``params`` at the start of the round.
+      encode: ``(state, ref, key, control=None) -> (Message, state)``; ``ref`` is ``params`` at the start of
+        the round; ``control`` a dict of per-round scalars from a controller (methods ignore what they do
+        not use).
       merge: ``(state, Mixed) -> state`` after mixing.
     """
 
     init: Callable[[jax.Array, dict[str, tuple[int, int]]], AdapterState]
     delta: Callable[[AdapterState, str, jax.Array], jax.Array | None]
     regularizer: Callable[[AdapterState], jax.Array]
-    encode: Callable[[AdapterState, PyTree, jax.Array], tuple[Message, AdapterState]]
+    encode: Callable[..., tuple[Message, AdapterState]]
     merge: Callable[[AdapterState, Mixed], AdapterState]
 
 
@@ -83,10 +86,10 @@ def no_regularizer(state: AdapterState) -> jax.Array:
     return jax.numpy.zeros(())
 
 
-def send_dense(state: AdapterState, ref: PyTree, key: jax.Array, bits_per_value: int = 32):
-    """Send every trainable parameter as it is (no compression)."""
+def send_dense(state: AdapterState, ref: PyTree, key: jax.Array, control: dict | None = None):
+    """Send every trainable parameter as it is (no compression), 32 bits each."""
     count = jax.numpy.asarray(num_params(state.params), jax.numpy.float32)
-    return Message(state.params, None, count, count * bits_per_value), state
+    return Message(state.params, None, count, count * 32.0), state
 
 
 def take_mixed(state: AdapterState, mixed: Mixed) -> AdapterState:

@@ -59,12 +59,13 @@ def sparse_lora(selector: str = "soft", rank: int = 4, alpha: float = 8.0, a_std
             return jnp.zeros(())
         return zeta * sum(orthogonality_penalty(p) for p in state.params.values())
 
-    def encode(state, ref, key):
+    def encode(state, ref, key, control=None):
+        o = ratio if control is None or "ratio" not in control else control["ratio"]  # TSFA sets O^t per round
         update = jax.tree.map(jnp.subtract, state.params, ref)
         if error_feedback:
             update = jax.tree.map(jnp.add, state.memory, update)
         keys = jax.random.split(key, len(update))
-        masks = {name: select(update[name], state.params[name], ratio, k) for k, name in zip(keys, update)}
+        masks = {name: select(update[name], state.params[name], o, k) for k, name in zip(keys, update)}
         sent = jax.tree.map(jnp.multiply, update, masks)
         memory = jax.tree.map(jnp.subtract, update, sent) if error_feedback else state.memory
         count = sum(jnp.sum(m) for m in jax.tree.leaves(masks))

@@ -18,6 +18,7 @@ import optax
 from jaxdfl import data as data_lib
 from jaxdfl.adapters import Method, make_method, num_params
 from jaxdfl.config import Config
+from jaxdfl.control.server import ServerController, build_controller, effective_config
 from jaxdfl.metrics import lora_covariance
 from jaxdfl.models import Model, adapted_layers, load_model
 from jaxdfl.sim.local import adapted_apply, make_local_train
@@ -36,13 +37,14 @@ def make_optimizer(opt_cfg) -> optax.GradientTransformation:
 
 def make_round_step(model_apply, method: Method, optimizer, local_steps: int, batch_size: int,
                     reset_state: bool = False, covariance: bool = False) -> Callable:
-    """``round_step(state, base, x, y, n, w, key, active=None) -> (state, metrics)`` for all devices at once.
+    """``round_step(state, base, x, y, n, w, key, active=None, control=None) -> (state, metrics)``, all devices.
 
     Shapes: ``state`` leaves ``[M, ...]``; ``x`` ``[M, n_max, ...]``; ``y`` ``[M, n_max]``; ``n`` ``[M]``;
     ``w`` ``[M, M]`` the round's mixing matrix (SPEC §5); ``active`` ``[K]`` int indices of the devices
     that train and send this round (None: all). Only active devices train and ``encode``, so an inactive
     device's optimizer state and method memory carry over untouched, and the compute is K/M of a full
-    round. Every device then ``merge``s what it receives.
+    round. Every device then ``merge``s what it receives. ``control`` (a dict of scalars from a controller,
+    e.g. TSFA's ratio) reaches every device's ``encode``.
 
     ``metrics``: ``train_loss`` (mean over active devices), ``device_loss`` ``[K]``, ``uplink_params`` /
     ``uplink_bits`` (summed over devices that transmit: column j of W has an off-diagonal non-zero), and
@@ -51,7 +53,7 @@ def make_round_step(model_apply, method: Method, optimizer, local_steps: int, ba
     """
     train = make_local_train(model_apply, method, optimizer, local_steps, batch_size, reset_state)
 
-    def round_step(state: SimState, base, x, y, n, w, key, active=None):
+    def round_step(state: SimState, base, x, y, n, w, key, active=None, control=None):
         m = w.shape[0]
         if active is None:
             part, data = state, (x, y, n)
@@ -63,7 +65,8 @@ def make_round_step(model_apply, method: Method, optimizer, local_steps: int, ba
         adapter, opt_state, loss = jax.vmap(train, in_axes=(0, 0, None, 0, 0, 0, 0))(
             part.adapter, part.opt_state, base, *data, jax.random.split(k_train, k))
         trained = adapter.params
-        message, adapter = jax.vmap(method.encode)(adapter, part.adapter.params, jax.random.split(k_encode, k))
+        message, adapter = jax.vmap(method.encode, in_axes=(0, 0, 0, None))(
+            adapter, part.adapter.params, jax.random.split(k_encode, k), control)
         if active is not None:  # scatter back; inactive devices send an all-zero message with zero weight
             adapter, opt_state = jax.tree.map(lambda full, sub: full.at[active].set(sub),
                                               (state.adapter, state.opt_state),
@@ -102,7 +105,7 @@ def make_evaluate(model_apply, method: Method) -> Callable:
 class Simulation(NamedTuple):
     """Everything a run needs, built once from a config. Arrays are already on the mesh."""
 
-    config: Config
+    config: Config  # as run: under TSFA, method.rank is the offline choice
     model: Model
     base: Any  # frozen base weights, replicated (stored once, shared by every simulated device)
     method: Method
@@ -114,8 +117,9 @@ class Simulation(NamedTuple):
     mesh: jax.sharding.Mesh
     layers: dict[str, tuple[int, int]]  # adapted linear maps → (in, out)
     init_fn: Callable[[jax.Array], SimState]
-    round_fn: Callable  # jitted round_step: (state, w, key, active=None) -> (state, metrics)
+    round_fn: Callable  # jitted round_step: (state, w, key, active=None, control=None) -> (state, metrics)
     evaluate_fn: Callable  # jitted evaluate(state) -> [M, T] ([1, T] under a server: the global model)
+    controller: ServerController | None = None  # per-round ratio/bandwidth control (TSFA, OSFA), if configured
 
     @property
     def trainable_params(self) -> int:
@@ -132,6 +136,10 @@ def build_simulation(cfg: Config) -> Simulation:
     """Load the model and data, build the method, topology and the jitted round program for ``cfg``."""
     model, base = load_model(cfg.model, cfg.seed)
     layers = adapted_layers(model, cfg.model.adapt)
+    controller = None
+    if cfg.control.name != "none":
+        controller = build_controller(cfg, layers)
+        cfg = effective_config(cfg, controller)  # TSFA: the offline stage fixes the rank before training
     method = make_method(cfg.method)
     optimizer = make_optimizer(cfg.optimizer)
     data = data_lib.build(cfg.data, cfg.num_devices, cfg.seed)
@@ -152,7 +160,8 @@ def build_simulation(cfg: Config) -> Simulation:
     server = cfg.topology.name == "server"
     round_step = make_round_step(model.apply, method, optimizer, cfg.local_steps, cfg.batch_size,
                                  cfg.optimizer.reset_state, covariance=server and cfg.method.name != "full")
-    round_fn = jax.jit(lambda state, w, key, active=None: round_step(state, base, *device_data, w, key, active),
+    round_fn = jax.jit(lambda state, w, key, active=None, control=None:
+                       round_step(state, base, *device_data, w, key, active, control),
                        out_shardings=(on_devices, everywhere), donate_argnums=0)
     evaluate = make_evaluate(model.apply, method)
     # Under a server every device holds the same global model after merging: evaluate one copy of it.
@@ -160,4 +169,4 @@ def build_simulation(cfg: Config) -> Simulation:
     evaluate_fn = jax.jit(lambda state: evaluate(jax.tree.map(rows, state.adapter), base, *test_data),
                           out_shardings=everywhere)
     return Simulation(cfg, model, base, method, optimizer, data, device_data, test_data, topology, mesh, layers,
-                      jax.jit(init_fn, out_shardings=on_devices), round_fn, evaluate_fn)
+                      jax.jit(init_fn, out_shardings=on_devices), round_fn, evaluate_fn, controller)

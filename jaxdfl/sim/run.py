@@ -66,6 +66,11 @@ def summarize(sim: Simulation, records: list[dict], initial: dict, final_acc: np
         "topology": cfg.topology.name,
         "wall_s": wall_s,
     }
+    if sim.controller is not None:
+        summary["rank"] = cfg.method.rank
+        summary["initial_ratio"] = sim.controller.initial_ratio
+        summary["time_avg_delay_s"] = float(np.mean([r["delay_s"] for r in records]))
+        summary["delay_target_s"] = cfg.control.delay_target
     own = data.task_of_device
     if (own >= 0).all() and len(final_acc) == len(own):
         summary["own_task_accuracy"] = float(final_acc[np.arange(len(own)), own].mean())
@@ -114,6 +119,7 @@ def run(config: str | Path | dict | Config | None = None, overrides=(), out: str
         done, state = checkpointer.restore(state)
     records = _read_metrics(metrics_path, done)
     metrics_path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    queue = records[-1].get("queue", 0.0) if records else 0.0  # the controller's virtual delay queue
 
     round_key = jax.random.fold_in(key, 1)
     bar = tqdm(total=cfg.rounds, initial=done, desc="rounds", unit="round", disable=not progress, dynamic_ncols=True)
@@ -125,10 +131,14 @@ def run(config: str | Path | dict | Config | None = None, overrides=(), out: str
                 t0 = time.time()
                 # `state` is donated to the round program: until the record below is written, only
                 # `new_state` is alive, and it belongs to a round the metrics do not hold yet.
+                active, control, control_record = sim.topology.active(r), None, {}
+                if sim.controller is not None:
+                    control, control_record, queue = sim.controller.step(queue, r, active)
                 new_state, m = sim.round_fn(state, sim.topology.mixing(r), jax.random.fold_in(round_key, r),
-                                            sim.topology.active(r))
+                                            active, control)
                 record = {"round": r + 1, "train_loss": float(m["train_loss"]),
-                          "uplink_params": float(m["uplink_params"]), "uplink_bits": float(m["uplink_bits"])}
+                          "uplink_params": float(m["uplink_params"]), "uplink_bits": float(m["uplink_bits"]),
+                          **control_record}
                 if "covariance_fro" in m:
                     record["covariance_fro"] = float(m["covariance_fro"])
                 if (r + 1) % cfg.eval_every == 0 or r + 1 == cfg.rounds:
