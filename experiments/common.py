@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -26,8 +27,6 @@ def run_grid(config: str, variants: dict[str, list[str]], out_dir: Path, rounds:
             summary = json.loads((run_dir / "summary.json").read_text())
         else:
             if run_dir.exists():
-                import shutil
-
                 shutil.rmtree(run_dir)
             summary, _ = jaxdfl.run(config, overrides, out=run_dir, progress=False)
         metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -1,5 +1,6 @@
 import json
 
+import jax
 import jax.numpy as jnp
 import pytest
 
@@ -7,6 +8,7 @@ from jaxdfl.config import load_config
 from jaxdfl.control import offline_rank
 from jaxdfl.control.server import _constants
 from jaxdfl.errors import ConfigError
+from jaxdfl.models import adapted_layers, load_model
 from jaxdfl.network import client_distances, mean_snr
 from jaxdfl.sim import run as run_module
 from jaxdfl.sim.run import run
@@ -25,12 +27,10 @@ def _records(out):
 def test_tsfa_picks_the_offline_rank_and_its_ratio_reaches_the_clients(tmp_path):
     summary, _ = run(TSFA, out=tmp_path / "t", progress=False)
     cfg = load_config(TSFA)
-    from jaxdfl.models import adapted_layers, load_model
-
     model, _ = load_model(cfg.model)
     layers = adapted_layers(model, cfg.model.adapt)
     c = cfg.control
-    dist = client_distances(__import__("jax").random.fold_in(__import__("jax").random.key(cfg.seed), 3), 12, c.radius)
+    dist = client_distances(jax.random.fold_in(jax.random.key(cfg.seed), 3), 12, c.radius)
     rank, _ = offline_rank(_constants(cfg), mean_snr(dist, c.power, c.noise, c.path_loss_exp), sampled=3.0,
                            dims=float(sum(i + o for i, o in layers.values())), bits_per_param=c.bits_per_param,
                            bandwidth=c.bandwidth, delay_target=c.delay_target, ratio_min=c.ratio_min)

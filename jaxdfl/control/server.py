@@ -4,7 +4,7 @@ jitted decisions. Built from the config's ``control`` section."""
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +20,7 @@ class ServerController(NamedTuple):
 
     rank: int  # the LoRA rank in use (TSFA: chosen offline)
     initial_ratio: float  # O⁰ of Lemma 2 at that rank
-    step: object
+    step: Callable[[float, int, Any], tuple[dict, dict, float]]
 
 
 def _constants(cfg) -> BoundConstants:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -32,9 +33,11 @@ def build_topology(topo_cfg, num_devices: int, data_sizes: np.ndarray, seed: int
     m, name = num_devices, topo_cfg.name
     weigh = graphs.metropolis_hastings if topo_cfg.weights == "metropolis" else graphs.uniform_weights
 
-    def rng_for(round_: int) -> np.random.Generator:
-        block = round_ // topo_cfg.resample_every if topo_cfg.resample_every else 0
-        return np.random.default_rng([seed, 2, block])
+    def per_block(draw: Callable[[np.random.Generator], np.ndarray]) -> Callable[[int], np.ndarray]:
+        """``draw`` made once per resample block from that block's own generator, as a function of the round
+        (cached: the rounds of one block, and W and the active set of one round, share a single draw)."""
+        cached = functools.lru_cache(maxsize=1)(lambda block: draw(np.random.default_rng([seed, 2, block])))
+        return lambda round_: cached(round_ // topo_cfg.resample_every if topo_cfg.resample_every else 0)
 
     if name == "isolated":
         static = np.eye(m, dtype=np.float32)
@@ -48,13 +51,13 @@ def build_topology(topo_cfg, num_devices: int, data_sizes: np.ndarray, seed: int
     if static is not None:
         return Topology(name, lambda round_: static)
     if name == "kregular":
-        return Topology(name, lambda r: weigh(graphs.random_regular_adjacency(m, topo_cfg.degree, rng_for(r))))
+        return Topology(name, per_block(lambda rng: weigh(graphs.random_regular_adjacency(m, topo_cfg.degree, rng))))
     if name == "erdos_renyi":
-        return Topology(name, lambda r: weigh(graphs.erdos_renyi_adjacency(m, topo_cfg.edge_prob, rng_for(r))))
+        return Topology(name, per_block(lambda rng: weigh(graphs.erdos_renyi_adjacency(m, topo_cfg.edge_prob, rng))))
     if name == "server":
         k = topo_cfg.clients_per_round or m
         p = np.asarray(data_sizes, np.float64)
-        sample = lambda r: np.sort(rng_for(r).choice(m, k, replace=False)).astype(np.int32)  # noqa: E731
+        sample = per_block(lambda rng: np.sort(rng.choice(m, k, replace=False)).astype(np.int32))
         unbiased = topo_cfg.server_weights == "unbiased"
         mixing = lambda r: graphs.server_average(p, sample(r), unbiased)  # noqa: E731
         if k == m:
