@@ -22,9 +22,9 @@ def _print_summary(summary: dict, out) -> None:
         print(f"{task:<10} {acc:>9.3f} {summary['initial_per_task_accuracy'][task]:>7.3f} "
               f"{summary['per_task_chance'][task]:>7.3f}")
     print(f"{'mean':<10} {summary['final_accuracy']:>9.3f} {summary['initial_accuracy']:>7.3f}")
-    pct = 100 * summary["trainable_params"] / summary["base_params"]
-    print(f"trainable per device: {summary['trainable_params']} ({pct:.1f}% of the base's "
-          f"{summary['base_params']}); uplink total: {summary['uplink_params_total']:.3g} parameters")
+    print(f"trainable per device: {summary['trainable_params']:.0f} ({summary['trainable_pct']:.2f}% of the base's "
+          f"{summary['base_params']}); sent per device and round: {summary['uplink_pct_per_round']:.2f}%; "
+          f"uplink total: {summary['uplink_params_total']:.3g} parameters")
     print(f"wrote {out}/: config.yaml metrics.jsonl summary.json curves.png checkpoints/")
 
 

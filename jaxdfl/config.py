@@ -78,30 +78,64 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class MethodConfig:
-    """The adapter method each device trains and what it sends."""
+    """The adapter method each device trains and what it sends.
+
+    Keys marked (A) apply to Paper A's ``so_lora`` and ``lori``; a null among them takes the method's default
+    (so_lora: entropy allocation, column refinement, top-k = rank, density 0.5; lori: uniform allocation,
+    no refinement, every expert summed, density 0.1).
+    """
 
     # lora, full: send the model itself. soft, tlora, rlora, slora, ilora (Paper B): send sparsified deltas.
-    name: Literal["lora", "full", "soft", "tlora", "rlora", "slora", "ilora"] = "lora"
+    # so_lora, lori (Paper A): frozen per-device A, masked sparse B.
+    name: Literal["lora", "full", "soft", "tlora", "rlora", "slora", "ilora", "so_lora", "lori"] = "lora"
     rank: int = 4
     alpha: float = 8.0  # LoRA scale is alpha / rank
     a_std: float | None = None  # std of the Gaussian A; None = 1/sqrt(fan_in) (SPEC §2.1)
-    shared_init: bool = True  # every device starts from the same adapter draw (FedAvg-style)
+    # every device starts from the same adapter draw (FedAvg-style); null = true, except so_lora/lori (own A each)
+    shared_init: bool | None = None
     ratio: float = 0.5  # Paper B sparsification ratio O: share of r·(d+k) entries sent per layer
     error_feedback: bool = True  # Paper B: accumulate what was not sent and add it to the next update
     zeta: float = 0.0  # weight of SOFT's orthogonality regulariser (B eq. 2); 0 = off
+    density: float | None = None  # (A) share of B's entries trained: the budget Q / Σ d·r, or LoRI's density
+    allocation: Literal["entropy", "uniform"] | None = None  # (A) layer densities from spectral entropy or equal
+    temperature: float = 1.0  # (A) τ in softmax(entropy/τ)
+    refine: Literal["column", "gate", "none"] | None = None  # (A) task-aware refinement of A (A(26)–(27))
+    moe_top_k: int | None = None  # (A) implicit-MoE top-k at inference (A(29)); 0 = sum every held expert
+    calib_rounds: int = 1  # (A) rounds of dense B training before the mask is fixed (A(18))
+    calib_examples: int = 64  # (A) examples per device for the base-model statistics H⁰
+    aggregation: Literal["masked", "literal"] = "masked"  # (A) per-position average, or A(10) over all neighbours
+    budget: Literal["density", "compute"] = "density"  # (A) Q from density, or from compute: c_max·batch/(ε·N_i)
+    compute_max: float = 0.0  # (A) c_max for budget: compute
+    compute_per_param: float = 1.0  # (A) ε for budget: compute
 
     def __post_init__(self):
         _require(self.rank >= 1, "rank", f"must be >= 1, got {self.rank}")
         _require(0 < self.ratio <= 1, "ratio", f"must be in (0, 1], got {self.ratio}")
         _require(self.zeta >= 0, "zeta", f"must be >= 0, got {self.zeta}")
         _require(self.a_std is None or self.a_std > 0, "a_std", f"must be > 0 or null, got {self.a_std}")
+        _require(self.density is None or 0 < self.density <= 1, "density", f"must be in (0, 1], got {self.density}")
+        _require(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
+        _require(self.moe_top_k is None or self.moe_top_k >= 0, "moe_top_k", f"must be >= 0, got {self.moe_top_k}")
+        _require(self.calib_rounds >= 1, "calib_rounds", f"must be >= 1, got {self.calib_rounds}")
+        _require(self.calib_examples >= 1, "calib_examples", f"must be >= 1, got {self.calib_examples}")
+        _require(self.budget == "density" or self.compute_max > 0, "compute_max",
+                 f"must be > 0 when budget is 'compute', got {self.compute_max}")
+        _require(self.compute_per_param > 0, "compute_per_param", f"must be > 0, got {self.compute_per_param}")
+
+    @property
+    def per_device_init(self) -> bool:
+        """Whether each device draws its own adapter init (Paper A's static per-device A)."""
+        if self.shared_init is None:
+            return self.name in ("so_lora", "lori")
+        return not self.shared_init
 
 
 @dataclass(frozen=True)
 class TopologyConfig:
     """Who talks to whom each round, as a mixing matrix (SPEC §5)."""
 
-    name: Literal["server", "ring", "full", "kregular", "erdos_renyi", "isolated"] = "ring"
+    # by_task: devices that share a task average together (blocks of W), weighted by data size
+    name: Literal["server", "ring", "full", "kregular", "erdos_renyi", "isolated", "by_task"] = "ring"
     clients_per_round: int = 0  # "server": K of N sampled per round; 0 = all
     degree: int = 2  # "kregular": neighbours per device
     edge_prob: float = 0.3  # "erdos_renyi": probability of each edge
@@ -179,6 +213,9 @@ class Config:
     batch_size: int = 32
     eval_every: int = 5
     checkpoint_every: int = 10  # 0 = only at the end
+    # "all": every device's model on every task; "oracle": each task answered only by the devices that
+    # trained on it (Paper A's hard-routing MoE; needs data.partition task_per_device)
+    routing: Literal["all", "oracle"] = "all"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
@@ -194,6 +231,9 @@ class Config:
             k = self.topology.clients_per_round
             _require(k <= self.num_devices, "topology.clients_per_round",
                      f"{k} clients cannot be sampled from num_devices={self.num_devices}")
+        for key, needs_tasks in (("routing", self.routing == "oracle"), ("topology.name", self.topology.name == "by_task")):
+            _require(not needs_tasks or self.data.partition == "task_per_device", key,
+                     f"needs data.partition: task_per_device, got {self.data.partition!r}")
         if self.topology.server_weights == "unbiased":
             _require(self.method.name not in ("lora", "full"), "topology.server_weights",
                      f"'unbiased' weights do not sum to one, so they suit methods that send deltas "

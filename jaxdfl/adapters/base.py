@@ -68,13 +68,24 @@ class Method(NamedTuple):
         the round; ``control`` a dict of per-round scalars from a controller (methods ignore what they do
         not use).
       merge: ``(state, Mixed) -> state`` after mixing.
+      needs_stats: when True, ``init`` takes a third argument, the device's
+        :class:`~jaxdfl.adapters.so_lora.DeviceStats` (base-model inputs of each adapted map on its own data).
+      expert: ``(state) -> pytree`` what a device shares as an expert for others' inference, or None.
+      infer: ``(state, name, x, experts, held) -> dy`` the inference-time delta over every expert the device
+        holds (``experts``: all devices' ``expert`` pytrees stacked ``[M, ...]``; ``held`` ``[M]`` 0/1, 1 for
+        the devices it mixed with in the last round, itself included); None = evaluate with ``delta``.
+      trainable: ``(state) -> scalar`` number of trained parameters (e.g. the masked ones); None = all params.
     """
 
-    init: Callable[[jax.Array, dict[str, tuple[int, int]]], AdapterState]
+    init: Callable[..., AdapterState]
     delta: Callable[[AdapterState, str, jax.Array], jax.Array | None]
     regularizer: Callable[[AdapterState], jax.Array]
     encode: Callable[..., tuple[Message, AdapterState]]
     merge: Callable[[AdapterState, Mixed], AdapterState]
+    needs_stats: bool = False
+    expert: Callable[[AdapterState], PyTree] | None = None
+    infer: Callable[..., jax.Array | None] | None = None
+    trainable: Callable[[AdapterState], jax.Array] | None = None
 
 
 def num_params(tree: PyTree) -> int:

@@ -1,5 +1,7 @@
 """Metrics beyond accuracy (which the engine's evaluate computes for every device on every task)."""
 
+from jaxdfl.metrics.collision import collision_rate, empirical_collision
 from jaxdfl.metrics.covariance import lora_covariance
+from jaxdfl.metrics.orthogonality import projection_overlap
 
-__all__ = ["lora_covariance"]
+__all__ = ["collision_rate", "empirical_collision", "lora_covariance", "projection_overlap"]

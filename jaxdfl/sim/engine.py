@@ -8,6 +8,7 @@ through it.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -19,6 +20,7 @@ from jaxdfl import data as data_lib
 from jaxdfl.adapters import Method, make_method, num_params
 from jaxdfl.config import Config
 from jaxdfl.control.server import ServerController, build_controller, effective_config
+from jaxdfl.adapters.so_lora import DeviceStats
 from jaxdfl.metrics import lora_covariance
 from jaxdfl.models import Model, adapted_layers, load_model
 from jaxdfl.sim.local import adapted_apply, make_local_train
@@ -35,8 +37,18 @@ def make_optimizer(opt_cfg) -> optax.GradientTransformation:
     return optax.adamw(opt_cfg.learning_rate, weight_decay=opt_cfg.weight_decay)
 
 
+def neighbourhood_collision(w: jax.Array, masks) -> jax.Array:
+    """Mean over devices i of the share of positions where two or more of i's in-neighbours (W_ij > 0, i
+    included) hold a mask entry: the empirical counterpart of A(19) for every aggregation set M_i.
+
+    ``w`` ``[M, M]``; ``masks`` pytree of 0/1 ``[M, ...]``; all layers' positions pooled."""
+    linked = (w != 0).astype(jnp.float32)
+    counts = [jnp.einsum("ij,j...->i...", linked, m).reshape(w.shape[0], -1) for m in jax.tree.leaves(masks)]
+    return jnp.mean(jnp.concatenate(counts, axis=1) >= 2)
+
+
 def make_round_step(model_apply, method: Method, optimizer, local_steps: int, batch_size: int,
-                    reset_state: bool = False, covariance: bool = False) -> Callable:
+                    reset_state: bool = False, covariance: bool = False, collision: bool = False) -> Callable:
     """``round_step(state, base, x, y, n, w, key, active=None, control=None) -> (state, metrics)``, all devices.
 
     Shapes: ``state`` leaves ``[M, ...]``; ``x`` ``[M, n_max, ...]``; ``y`` ``[M, n_max]``; ``n`` ``[M]``;
@@ -47,9 +59,11 @@ def make_round_step(model_apply, method: Method, optimizer, local_steps: int, ba
     e.g. TSFA's ratio) reaches every device's ``encode``.
 
     ``metrics``: ``train_loss`` (mean over active devices), ``device_loss`` ``[K]``, ``uplink_params`` /
-    ``uplink_bits`` (summed over devices that transmit: column j of W has an off-diagonal non-zero), and
-    with ``covariance=True`` ``covariance_fro`` (B eq. 12 over the active devices' trained factors,
-    weighted by row 0 of W, i.e. for server topologies).
+    ``uplink_bits`` (summed over devices that transmit: column j of W has an off-diagonal non-zero),
+    ``senders`` (how many transmit); with ``covariance=True`` ``covariance_fro`` (B eq. 12 over the active
+    devices' trained factors, weighted by row 0 of W, i.e. for server topologies); with ``collision=True``
+    ``collision_empirical`` (:func:`neighbourhood_collision` of the sent masks; a dense message holds
+    every position).
     """
     train = make_local_train(model_apply, method, optimizer, local_steps, batch_size, reset_state)
 
@@ -79,7 +93,12 @@ def make_round_step(model_apply, method: Method, optimizer, local_steps: int, ba
             "device_loss": loss,
             "uplink_params": jnp.where(transmits, message.count, 0).sum(),
             "uplink_bits": jnp.where(transmits, message.bits, 0).sum(),
+            "senders": transmits.sum(),
         }
+        if collision:
+            masks = message.values if message.mask is None else message.mask
+            masks = jax.tree.map(jnp.ones_like, masks) if message.mask is None else masks
+            metrics["collision_empirical"] = neighbourhood_collision(w, masks)
         if covariance:
             metrics["covariance_fro"] = lora_covariance(trained, w[0] if active is None else w[0, active])
         return SimState(adapter, opt_state), metrics
@@ -88,18 +107,57 @@ def make_round_step(model_apply, method: Method, optimizer, local_steps: int, ba
 
 
 def make_evaluate(model_apply, method: Method) -> Callable:
-    """``evaluate(adapter, base, test_x, test_y, test_n) -> accuracy [M, T]``: every device's model on every
-    task's test set (``test_x`` ``[T, m_max, ...]``, rows past ``test_n[t]`` ignored)."""
+    """``evaluate(adapter, base, test_x, test_y, test_n, w) -> accuracy [M, T]``: every device's model on
+    every task's test set (``test_x`` ``[T, m_max, ...]``, rows past ``test_n[t]`` ignored).
 
-    def one_device(adapter, base, test_x, test_y, test_n):
+    Methods with an ``infer`` (implicit MoE) answer with every expert a device holds: the devices it mixed
+    with under ``w`` ``[M, M]`` (the last round's mixing matrix). Others use their own adapter; ``w`` is
+    then unused."""
+
+    def one_device(adapter, held, experts, base, test_x, test_y, test_n):
+        if method.infer is None:
+            hook = lambda name, h: method.delta(adapter, name, h)  # noqa: E731
+        else:
+            hook = lambda name, h: method.infer(adapter, name, h, experts, held)  # noqa: E731
+
         def one_task(args):
             x, y, n = args
-            correct = adapted_apply(model_apply, method, base, adapter, x).argmax(-1) == y
+            correct = model_apply(base, x, hook=hook).argmax(-1) == y
             return jnp.where(jnp.arange(y.shape[0]) < n, correct, False).sum() / n
 
         return jax.lax.map(one_task, (test_x, test_y, test_n))
 
-    return jax.vmap(one_device, in_axes=(0, None, None, None, None))
+    def evaluate(adapter, base, test_x, test_y, test_n, w=None):
+        held = None if w is None else (w != 0).astype(jnp.float32)
+        experts = None if method.expert is None else jax.vmap(method.expert)(adapter)
+        return jax.vmap(one_device, in_axes=(0, 0, None, None, None, None, None))(
+            adapter, held, experts, base, test_x, test_y, test_n)
+
+    return evaluate
+
+
+def make_capture(model_apply, layers: dict[str, tuple[int, int]], examples: int) -> Callable:
+    """``capture(base, x, n) -> DeviceStats`` for one device: the inputs H⁰ of every adapted linear map in the
+    frozen base model on the device's first ``examples`` examples (``x`` ``[n_max, ...]``, ``n`` real ones),
+    taken through the model's hook. Rows of padding examples are zero."""
+
+    def capture(base, x, n):
+        x = x[:examples]
+        valid = (jnp.arange(x.shape[0]) < n).astype(jnp.float32)
+        seen = {}
+
+        def hook(name, h):
+            if name in layers:  # inputs carry the batch first: [batch, ..., in]
+                rows = h * valid.reshape(-1, *([1] * (h.ndim - 1)))
+                seen[name] = (rows.reshape(-1, h.shape[-1]), valid.sum() * (rows.size // h.shape[0] // h.shape[-1]))
+            return None
+
+        model_apply(base, x, hook=hook)
+        inputs = {name: rows for name, (rows, _) in seen.items()}
+        weights = {name: base[name]["w"].T for name in layers}
+        return DeviceStats(inputs, next(iter(seen.values()))[1], n.astype(jnp.float32), weights)
+
+    return capture
 
 
 class Simulation(NamedTuple):
@@ -118,14 +176,15 @@ class Simulation(NamedTuple):
     layers: dict[str, tuple[int, int]]  # adapted linear maps → (in, out)
     init_fn: Callable[[jax.Array], SimState]
     round_fn: Callable  # jitted round_step: (state, w, key, active=None, control=None) -> (state, metrics)
-    evaluate_fn: Callable  # jitted evaluate(state) -> [M, T] ([1, T] under a server: the global model)
+    evaluate_fn: Callable  # jitted evaluate(state, w) -> [M, T] ([1, T] under a server: the global model);
+    # w is the last round's mixing matrix (who holds whose expert, for implicit MoE)
     controller: ServerController | None = None  # per-round ratio/bandwidth control (TSFA, OSFA), if configured
 
-    @property
-    def trainable_params(self) -> int:
-        """Trainable parameters of one device."""
-        state = jax.eval_shape(self.init_fn, jax.random.key(0))
-        return num_params(state.adapter.params) // self.config.num_devices
+    def trainable_params(self, state: SimState) -> float:
+        """Trained parameters per device (the mean over devices; masked entries only, once masks are fixed)."""
+        if self.method.trainable is None:
+            return num_params(state.adapter.params) / self.config.num_devices
+        return float(jnp.mean(jax.vmap(self.method.trainable)(state.adapter)))
 
     @property
     def base_params(self) -> int:
@@ -140,33 +199,41 @@ def build_simulation(cfg: Config) -> Simulation:
     if cfg.control.name != "none":
         controller = build_controller(cfg, layers)
         cfg = effective_config(cfg, controller)  # TSFA: the offline stage fixes the rank before training
-    method = make_method(cfg.method)
+    method = make_method(cfg.method, cfg.batch_size)
     optimizer = make_optimizer(cfg.optimizer)
     data = data_lib.build(cfg.data, cfg.num_devices, cfg.seed)
-    topology = build_topology(cfg.topology, cfg.num_devices, data.n, cfg.seed)
+    topology = build_topology(cfg.topology, cfg.num_devices, data.n, cfg.seed, data.task_of_device)
     mesh = make_mesh(cfg.num_devices)
     on_devices, everywhere = sharded(mesh), replicated(mesh)
     base = jax.device_put(base, everywhere)
     device_data = jax.device_put((data.x, data.y, data.n), on_devices)
     test_data = jax.device_put((data.test_x, data.test_y, data.test_n), everywhere)
 
-    def init_fn(key):
+    def init_fn(key, base, x, n):  # arrays are arguments, not constants XLA would try to fold
         k_adapter = jax.random.split(key, cfg.num_devices)
-        if cfg.method.shared_init:
+        if not cfg.method.per_device_init:
             k_adapter = jnp.broadcast_to(jax.random.fold_in(key, 0), (cfg.num_devices,))
-        adapter = jax.vmap(lambda k: method.init(k, layers))(k_adapter)
+        if method.needs_stats:
+            capture = make_capture(model.apply, layers, cfg.method.calib_examples)
+            stats = jax.vmap(capture, in_axes=(None, 0, 0))(base, x, n)
+            adapter = jax.vmap(lambda k, s: method.init(k, layers, s))(k_adapter, stats)
+        else:
+            adapter = jax.vmap(lambda k: method.init(k, layers))(k_adapter)
         return SimState(adapter, jax.vmap(optimizer.init)(adapter.params))
 
     server = cfg.topology.name == "server"
     round_step = make_round_step(model.apply, method, optimizer, cfg.local_steps, cfg.batch_size,
-                                 cfg.optimizer.reset_state, covariance=server and cfg.method.name != "full")
+                                 cfg.optimizer.reset_state, covariance=server and cfg.method.name != "full",
+                                 collision=not server)
     round_fn = jax.jit(lambda state, w, key, active=None, control=None:
                        round_step(state, base, *device_data, w, key, active, control),
                        out_shardings=(on_devices, everywhere), donate_argnums=0)
     evaluate = make_evaluate(model.apply, method)
     # Under a server every device holds the same global model after merging: evaluate one copy of it.
     rows = (lambda a: a[:1]) if server else (lambda a: a)
-    evaluate_fn = jax.jit(lambda state: evaluate(jax.tree.map(rows, state.adapter), base, *test_data),
+    evaluate_fn = jax.jit(lambda state, w: evaluate(jax.tree.map(rows, state.adapter), base, *test_data, rows(w)),
                           out_shardings=everywhere)
     return Simulation(cfg, model, base, method, optimizer, data, device_data, test_data, topology, mesh, layers,
-                      jax.jit(init_fn, out_shardings=on_devices), round_fn, evaluate_fn, controller)
+                      functools.partial(jax.jit(init_fn, out_shardings=on_devices), base=base,
+                                        x=device_data[0], n=device_data[2]),
+                      round_fn, evaluate_fn, controller)

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from jaxdfl.config import Config, load_config, resolve_path
 from jaxdfl.errors import UserError
+from jaxdfl.metrics import projection_overlap
 from jaxdfl.sim.checkpoint import Checkpointer
 from jaxdfl.sim.engine import Simulation, build_simulation
 from jaxdfl.sim.state import SimState
@@ -41,24 +42,42 @@ def _read_metrics(path: Path, upto_round: int) -> list[dict]:
     return [r for r in records if r["round"] <= upto_round]
 
 
-def _accuracy_record(acc: np.ndarray, task_names) -> dict:
-    """``acc`` ``[devices, tasks]`` → mean accuracy and per-task means over devices."""
-    return {"accuracy": float(acc.mean()),
-            "per_task_accuracy": {t: float(a) for t, a in zip(task_names, acc.mean(0))}}
+def task_accuracy(acc: np.ndarray, task_of_device: np.ndarray, routing: str) -> np.ndarray:
+    """``acc`` ``[devices, tasks]`` → ``[tasks]``: the mean over devices, or under ``routing="oracle"``
+    (hard-routing MoE) over the devices that trained on that task only."""
+    if routing == "all" or len(acc) != len(task_of_device):
+        return acc.mean(0)
+    return np.array([acc[task_of_device == t, t].mean() for t in range(acc.shape[1])])
 
 
-def summarize(sim: Simulation, records: list[dict], initial: dict, final_acc: np.ndarray, wall_s: float) -> dict:
+def _accuracy_record(acc: np.ndarray, sim: Simulation) -> dict:
+    """Mean accuracy and per-task accuracy (see :func:`task_accuracy`)."""
+    per_task = task_accuracy(acc, sim.data.task_of_device, sim.config.routing)
+    return {"accuracy": float(per_task.mean()),
+            "per_task_accuracy": {t: float(a) for t, a in zip(sim.data.task_names, per_task)}}
+
+
+def summarize(sim: Simulation, state: SimState, records: list[dict], initial: dict, final_acc: np.ndarray,
+              wall_s: float) -> dict:
     cfg, data = sim.config, sim.data
+    final = _accuracy_record(final_acc, sim)
+    trainable = sim.trainable_params(state)
+    uplink_total = float(sum(r["uplink_params"] for r in records))
+    sends = sum(r["senders"] for r in records)
     summary = {
-        "final_accuracy": float(final_acc.mean()),
-        "per_task_accuracy": {t: float(a) for t, a in zip(data.task_names, final_acc.mean(0))},
+        "final_accuracy": final["accuracy"],
+        "per_task_accuracy": final["per_task_accuracy"],
         "per_task_chance": dict(zip(data.task_names, data.chance)),
         "initial_accuracy": initial["accuracy"],
         "initial_per_task_accuracy": initial["per_task_accuracy"],
-        "trainable_params": sim.trainable_params,
+        "routing": cfg.routing,
+        "trainable_params": trainable,
+        "trainable_pct": 100.0 * trainable / sim.base_params,
         "base_params": sim.base_params,
-        "uplink_params_total": float(sum(r["uplink_params"] for r in records)),
+        "uplink_params_total": uplink_total,
         "uplink_bits_total": float(sum(r["uplink_bits"] for r in records)),
+        # what one sending device puts on the air in a round, as a share of the base model (Paper A Table I)
+        "uplink_pct_per_round": 100.0 * uplink_total / sends / sim.base_params if sends else 0.0,
         "rounds": cfg.rounds,
         "seed": cfg.seed,
         "num_devices": cfg.num_devices,
@@ -74,6 +93,12 @@ def summarize(sim: Simulation, records: list[dict], initial: dict, final_acc: np
     own = data.task_of_device
     if (own >= 0).all() and len(final_acc) == len(own):
         summary["own_task_accuracy"] = float(final_acc[np.arange(len(own)), own].mean())
+    if records and "collision_empirical" in records[-1]:
+        summary["collision_empirical"] = records[-1]["collision_empirical"]
+    if sim.method.expert is not None and cfg.num_devices > 1:
+        experts = jax.vmap(sim.method.expert)(state.adapter)
+        overlaps = [projection_overlap(layer["a"]) for layer in experts.values()]
+        summary["projection_overlap"] = float(np.mean(overlaps))  # SPEC §2.1: near-orthogonal static A's
     return summary
 
 
@@ -112,7 +137,7 @@ def run(config: str | Path | dict | Config | None = None, overrides=(), out: str
     sim = build_simulation(cfg)
     key = jax.random.key(cfg.seed)
     state = sim.init_fn(jax.random.fold_in(key, 0))
-    initial = _accuracy_record(np.asarray(sim.evaluate_fn(state)), sim.data.task_names)
+    initial = _accuracy_record(np.asarray(sim.evaluate_fn(state, sim.topology.mixing(0))), sim)
     checkpointer = Checkpointer(out / "checkpoints")
     done = 0
     if resume and checkpointer.latest_round() is not None:
@@ -134,16 +159,17 @@ def run(config: str | Path | dict | Config | None = None, overrides=(), out: str
                 active, control, control_record = sim.topology.active(r), None, {}
                 if sim.controller is not None:
                     control, control_record, queue = sim.controller.step(queue, r, active)
-                new_state, m = sim.round_fn(state, sim.topology.mixing(r), jax.random.fold_in(round_key, r),
-                                            active, control)
+                w = sim.topology.mixing(r)
+                new_state, m = sim.round_fn(state, w, jax.random.fold_in(round_key, r), active, control)
                 record = {"round": r + 1, "train_loss": float(m["train_loss"]),
                           "uplink_params": float(m["uplink_params"]), "uplink_bits": float(m["uplink_bits"]),
-                          **control_record}
-                if "covariance_fro" in m:
-                    record["covariance_fro"] = float(m["covariance_fro"])
+                          "senders": int(m["senders"]), **control_record}
+                for key_ in ("covariance_fro", "collision_empirical"):
+                    if key_ in m:
+                        record[key_] = float(m[key_])
                 if (r + 1) % cfg.eval_every == 0 or r + 1 == cfg.rounds:
-                    acc = np.asarray(sim.evaluate_fn(new_state))
-                    record |= _accuracy_record(acc, sim.data.task_names)
+                    acc = np.asarray(sim.evaluate_fn(new_state, w))
+                    record |= _accuracy_record(acc, sim)
                     postfix["acc"] = f"{record['accuracy']:.3f}"
                 record["wall_s"] = time.time() - t0
                 log.write(json.dumps(record) + "\n")
@@ -162,8 +188,8 @@ def run(config: str | Path | dict | Config | None = None, overrides=(), out: str
         checkpointer.close()
 
     if acc is None:  # resumed at the very end: evaluate the restored state
-        acc = np.asarray(sim.evaluate_fn(state))
-    summary = summarize(sim, records, initial, acc, time.time() - start)
+        acc = np.asarray(sim.evaluate_fn(state, sim.topology.mixing(cfg.rounds - 1)))
+    summary = summarize(sim, state, records, initial, acc, time.time() - start)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     from jaxdfl.plotting import plot_run
 

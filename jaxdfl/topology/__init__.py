@@ -24,7 +24,8 @@ class Topology(NamedTuple):
     num_active: int | None = None
 
 
-def build_topology(topo_cfg, num_devices: int, data_sizes: np.ndarray, seed: int) -> Topology:
+def build_topology(topo_cfg, num_devices: int, data_sizes: np.ndarray, seed: int,
+                   task_of_device: np.ndarray | None = None) -> Topology:
     """The topology named by ``topology.name``.
 
     Random draws (graph edges, sampled clients) are redrawn every ``resample_every`` rounds (0 = once), each
@@ -43,6 +44,8 @@ def build_topology(topo_cfg, num_devices: int, data_sizes: np.ndarray, seed: int
         static = np.eye(m, dtype=np.float32)
     elif name == "full":
         static = np.full((m, m), 1.0 / m, np.float32)
+    elif name == "by_task":
+        static = graphs.cluster_average(task_of_device, data_sizes)
     elif name == "ring":
         static = weigh(graphs.ring_adjacency(m))
     else:

@@ -80,3 +80,11 @@ def server_average(weights: np.ndarray, sampled: np.ndarray, unbiased: bool = Fa
         w[sampled] = weights[sampled] / weights[sampled].sum()
     return np.tile(w, (len(weights), 1)).astype(np.float32)
 
+
+
+def cluster_average(labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Block-diagonal W: device i averages over the devices j with ``labels[j] == labels[i]``, itself
+    included, with ``W_ij ∝ weights[j]`` (data sizes; SPEC §2.6's α_j). Row-stochastic."""
+    same = np.asarray(labels)[:, None] == np.asarray(labels)[None, :]
+    w = same * np.asarray(weights, np.float64)[None, :]
+    return (w / w.sum(1, keepdims=True)).astype(np.float32)

@@ -1,0 +1,22 @@
+"""How orthogonal the devices' static projections are (Paper A eq. (16), SPEC §2.1)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def projection_overlap(a: jax.Array) -> jax.Array:
+    """Mean over device pairs i ≠ j of ‖A_i A_jᵀ‖_F / (‖A_i‖_F ‖A_j‖_F).
+
+    Args:
+      a: ``[devices, r, k]`` one layer's projections. Needs at least two devices.
+
+    Returns:
+      A scalar in [0, 1]: 0 for mutually orthogonal row spaces; about 1/√k for independent Gaussian A's.
+    """
+    m = a.shape[0]
+    cross = jnp.einsum("irk,jsk->ijrs", a, a)
+    norms = jnp.linalg.norm(a.reshape(m, -1), axis=1)
+    ratio = jnp.sqrt(jnp.sum(cross ** 2, axis=(2, 3))) / (norms[:, None] * norms[None, :])
+    return jnp.sum(ratio * (1.0 - jnp.eye(m))) / (m * (m - 1))

@@ -1,0 +1,206 @@
+"""Paper A part 1: collision rate, spectral entropy, sparsity allocation, SO-LoRA's mask, messages and
+implicit MoE, each checked against an independent computation."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxdfl.adapters.base import Mixed
+from jaxdfl.adapters.so_lora import DeviceStats, allocate_sparsity, so_lora, spectral_entropy
+from jaxdfl.metrics import collision_rate, empirical_collision
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_collision_rate_matches_monte_carlo(jit):
+    rng = np.random.default_rng(0)
+    s = rng.uniform(0.05, 0.6, size=(6, 3))
+    fn = jax.jit(collision_rate) if jit else collision_rate
+    analytic = np.asarray(fn(s))
+    assert analytic.shape == (3,)
+    positions = 200_000
+    masks = rng.random((6, 3, positions)) < s[:, :, None]
+    measured = ((masks.sum(0)) >= 2).mean(-1)
+    # binomial standard error of each layer's estimate, 5 sigma
+    np.testing.assert_array_less(np.abs(measured - analytic), 5 * np.sqrt(analytic * (1 - analytic) / positions))
+    assert float(fn(s[:, 0])) == pytest.approx(analytic[0], rel=1e-6)  # [devices] → scalar
+
+
+def test_collision_rate_edges_and_gradient():
+    assert float(collision_rate(jnp.array([0.3]))) == pytest.approx(0.0, abs=1e-7)  # one device never collides
+    assert float(collision_rate(jnp.array([1.0, 1.0, 0.2]))) == pytest.approx(1.0)
+    # two devices: S = s1·s2; at s = 1 the gradient must still be finite and right (no division by 1 − s)
+    s = jnp.array([1.0, 0.4, 0.0])
+    grad = jax.grad(lambda v: collision_rate(v))(s)
+    eps = 1e-3
+    numeric = [(float(collision_rate(s.at[i].add(eps))) - float(collision_rate(s.at[i].add(-eps)))) / (2 * eps)
+               for i in range(3)]
+    np.testing.assert_allclose(grad, numeric, atol=2e-3)
+    assert np.isfinite(np.asarray(grad)).all()
+
+
+def test_empirical_collision_counts_positions_with_two_or_more():
+    masks = np.array([[1, 1, 0, 0, 1], [1, 0, 0, 1, 1], [0, 0, 0, 1, 1]], bool)
+    # position 0: 2 devices, 1: 1, 2: 0, 3: 2, 4: 3 → 3 of 5
+    assert float(empirical_collision(masks)) == pytest.approx(3 / 5)
+    assert float(jax.jit(empirical_collision)(masks.astype(np.float32))) == pytest.approx(3 / 5)
+
+
+def test_spectral_entropy_is_its_definition():
+    rng = np.random.default_rng(1)
+    w0, h = rng.normal(size=(12, 7)), rng.normal(size=(20, 7))
+    sigma = np.linalg.svd(w0 @ (h.T @ h), compute_uv=False)
+    p = sigma / sigma.sum()
+    expected = -(p * np.log(p)).sum()
+    assert float(spectral_entropy(jnp.asarray(w0, jnp.float32), jnp.asarray(h, jnp.float32))) == pytest.approx(
+        expected, rel=1e-4)
+    # zero (padding) rows change nothing; a rank-one input has entropy 0
+    padded = np.concatenate([h, np.zeros((5, 7))])
+    assert float(spectral_entropy(jnp.asarray(w0), jnp.asarray(padded))) == pytest.approx(expected, rel=1e-4)
+    one = np.outer(rng.normal(size=20), rng.normal(size=7))
+    assert float(spectral_entropy(jnp.asarray(w0), jnp.asarray(one))) == pytest.approx(0.0, abs=1e-3)
+
+
+def _brute_force_allocation(entropy, budget, sizes, temperature):
+    """Try every set of saturated layers; keep the one whose λ is consistent with it."""
+    share = np.exp(entropy / temperature - (entropy / temperature).max())
+    share /= share.sum()
+    if budget >= sizes.sum():
+        return np.ones_like(sizes)
+    for k in range(len(sizes)):
+        for full in itertools.combinations(range(len(sizes)), k):
+            rest = [i for i in range(len(sizes)) if i not in full]
+            lam = (budget - sizes[list(full)].sum()) / share[rest].sum()
+            if all(lam * share[i] >= sizes[i] - 1e-9 for i in full) and all(lam * share[i] <= sizes[i] + 1e-9
+                                                                             for i in rest):
+                return np.minimum(lam * share, sizes) / sizes
+    raise AssertionError("no consistent allocation")
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_allocate_sparsity_matches_brute_force(jit):
+    rng = np.random.default_rng(2)
+    fn = jax.jit(allocate_sparsity, static_argnums=3) if jit else allocate_sparsity
+    for case in range(40):
+        layers = int(rng.integers(1, 7))
+        sizes = rng.integers(4, 200, size=layers).astype(np.float64)
+        entropy = rng.uniform(0, 4, size=layers)
+        temperature = float(rng.choice([0.3, 1.0, 3.0]))
+        budget = float(rng.uniform(0.05, 1.1) * sizes.sum())
+        s = np.asarray(fn(entropy, budget, sizes, temperature))
+        expected = _brute_force_allocation(entropy, budget, sizes, temperature)
+        np.testing.assert_allclose(s, expected, rtol=1e-4, atol=1e-6, err_msg=f"case {case}")
+        assert (s >= 0).all() and (s <= 1 + 1e-6).all()
+        assert (s * sizes).sum() == pytest.approx(min(budget, sizes.sum()), rel=1e-5)
+
+
+def test_allocation_without_saturation_is_a_22_with_min():
+    entropy, sizes = np.array([1.0, 2.0, 0.5]), np.array([100.0, 100.0, 100.0])
+    share = np.exp(entropy) / np.exp(entropy).sum()
+    s = allocate_sparsity(entropy, 60.0, sizes)
+    np.testing.assert_allclose(s, 60.0 * share / sizes, rtol=1e-5)
+
+
+LAYERS = {"l0": (6, 5), "l1": (5, 3)}  # name → (in k, out d)
+
+
+def _stats(key, rows=10):
+    ks = jax.random.split(key, 4)
+    inputs = {n: jax.random.normal(k, (rows, fan_in)) for k, (n, (fan_in, _)) in zip(ks, LAYERS.items())}
+    weights = {n: jax.random.normal(k, (d, fan_in)) for k, (n, (fan_in, d)) in zip(ks[2:], LAYERS.items())}
+    return DeviceStats(inputs, jnp.asarray(rows, jnp.float32), jnp.asarray(50.0), weights)
+
+
+def test_calibrated_mask_keeps_the_allocated_entries_and_a_is_counted_once():
+    method = so_lora(rank=3, density=0.4)
+    state = method.init(jax.random.key(0), LAYERS, _stats(jax.random.key(1)))
+    sizes = np.array([5 * 3, 3 * 3])
+    assert int(state.frozen["keep"].sum()) == pytest.approx(0.4 * sizes.sum(), abs=1)
+    # pretend local training filled B densely
+    trained = state._replace(params=jax.tree.map(lambda b: jax.random.normal(jax.random.key(2), b.shape),
+                                                 state.params))
+    ref = state.params
+    msg, after = method.encode(trained, ref, jax.random.key(3))
+    for i, name in enumerate(LAYERS):
+        mask = np.asarray(after.memory["mask"][name])
+        b = np.asarray(trained.params[name]["b"])
+        assert mask.sum() == int(state.frozen["keep"][i])
+        kept = np.abs(b[mask == 1])
+        assert kept.min() >= np.abs(b[mask == 0]).max()  # the top-|B| entries
+        assert (np.asarray(after.params[name]["b"])[mask == 0] == 0).all()
+    a_params = sum(3 * fan_in for fan_in, _ in LAYERS.values())
+    kept = int(state.frozen["keep"].sum())
+    assert float(msg.count) == kept + a_params  # first contact: B's kept values and A, once
+    assert float(msg.bits) == 32 * (kept + a_params) + sizes.sum()  # plus the mask positions, once
+    msg2, _ = method.encode(after, after.params, jax.random.key(4))
+    assert float(msg2.count) == kept and float(msg2.bits) == 32 * kept
+
+
+def test_merge_masked_and_literal():
+    method = so_lora(rank=1, density=1.0, aggregation="masked")
+    literal = so_lora(rank=1, density=1.0, aggregation="literal")
+    state = method.init(jax.random.key(0), {"l": (2, 2)}, _stats_one())
+    state = state._replace(memory=state.memory | {"mask": {"l": jnp.array([[1.0], [0.0]])}})
+    # mixed average 3.0 over mass 0.5 at the first entry: masked keeps 3.0, literal gives Σ W v = 1.5
+    mixed = Mixed({"l": {"b": jnp.array([[3.0], [5.0]])}}, {"l": {"b": jnp.array([[0.5], [1.0]])}})
+    np.testing.assert_allclose(method.merge(state, mixed).params["l"]["b"], [[3.0], [0.0]])
+    np.testing.assert_allclose(literal.merge(state, mixed).params["l"]["b"], [[1.5], [0.0]])
+
+
+def _stats_one():
+    return DeviceStats({"l": jnp.ones((4, 2))}, jnp.asarray(4.0), jnp.asarray(4.0), {"l": jnp.eye(2)})
+
+
+@pytest.mark.parametrize("top_k", [0, 1, 3, 5])
+def test_implicit_moe_matches_dense_reference(top_k):
+    rank, experts_n = 2, 4
+    method = so_lora(rank=rank, alpha=4.0, density=0.5, top_k=top_k, refine="column")
+    keys = jax.random.split(jax.random.key(5), experts_n)
+    states = jax.vmap(lambda k: method.init(k, LAYERS, _stats(k)))(keys)
+    rng = np.random.default_rng(3)
+    masks = {n: jnp.asarray(rng.random((experts_n, d, rank)) < 0.6, jnp.float32) for n, (_, d) in LAYERS.items()}
+    states = states._replace(memory=states.memory | {"mask": masks})
+    table = jax.vmap(method.expert)(states)
+    me = jax.tree.map(lambda a: a[0], states)
+    aggregate = {n: {"b": jnp.asarray(rng.normal(size=(d, rank)), jnp.float32)} for n, (_, d) in LAYERS.items()}
+    me = me._replace(memory=me.memory | {"aggregate": aggregate})
+    held = jnp.array([1.0, 0.0, 1.0, 1.0])
+    x = jnp.asarray(rng.normal(size=(7, 6)), jnp.float32)
+    got = np.asarray(jax.jit(lambda x: method.infer(me, "l0", x, table, held))(x))
+
+    a = np.asarray(table["l0"]["a"])
+    b = np.asarray(aggregate["l0"]["b"])
+    m = np.asarray(masks["l0"])
+    expected = np.zeros((7, 5))
+    for row in range(7):
+        z = np.stack([a[e] @ np.asarray(x[row]) * float(held[e]) for e in range(experts_n)])  # [E, r]
+        flat = z.reshape(-1)
+        if top_k:
+            keep = np.zeros_like(flat)
+            keep[np.argsort(-np.abs(flat), kind="stable")[:top_k]] = 1
+            flat = flat * keep
+        z = flat.reshape(z.shape)
+        expected[row] = (2.0 * sum((b * m[e]) @ z[e] for e in range(experts_n)))
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_static_projections_are_nearly_orthogonal():
+    """SPEC §2.1: independent Gaussian A's of two devices overlap by ~√(r/k) in normalised Frobenius norm."""
+    method = so_lora(rank=4, refine="none")
+    big = {"l": (512, 8)}
+    stats = DeviceStats({"l": jnp.ones((2, 512))}, jnp.asarray(2.0), jnp.asarray(2.0), {"l": jnp.ones((8, 512))})
+    a1 = method.init(jax.random.key(0), big, stats).frozen["layers"]["l"]["a"]
+    a2 = method.init(jax.random.key(1), big, stats).frozen["layers"]["l"]["a"]
+    overlap = float(jnp.linalg.norm(a1 @ a2.T) / (jnp.linalg.norm(a1) * jnp.linalg.norm(a2)))
+    assert overlap < 3 * np.sqrt(1 / 512)
+
+
+def test_projection_overlap_matches_a_loop():
+    from jaxdfl.metrics import projection_overlap
+
+    a = np.random.default_rng(4).normal(size=(3, 2, 9))
+    pairs = [np.linalg.norm(a[i] @ a[j].T) / (np.linalg.norm(a[i]) * np.linalg.norm(a[j]))
+             for i in range(3) for j in range(3) if i != j]
+    assert float(projection_overlap(jnp.asarray(a))) == pytest.approx(np.mean(pairs), rel=1e-5)
