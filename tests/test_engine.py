@@ -30,15 +30,16 @@ def test_exchange_is_the_mixing_matrix_applied_to_local_results(sim):
     b = np.asarray(local.adapter.params["head"]["b"])
     assert np.abs(b[0] - b[1]).max() > 1e-3
     assert float(m_iso["uplink_params"]) == 0.0
-    assert float(m_ring["uplink_params"]) == M * sim.trainable_params
-    assert float(m_ring["uplink_bits"]) == 32 * M * sim.trainable_params
+    per_device = sim.trainable_params(local)
+    assert float(m_ring["uplink_params"]) == M * per_device
+    assert float(m_ring["uplink_bits"]) == 32 * M * per_device
 
 
 def test_server_round_sends_k_models_and_everyone_gets_the_global_one():
     cfg = load_config(SMALL, ["topology.name=server", "topology.clients_per_round=3"])
     s = build_simulation(cfg)
     state, m = s.round_fn(s.init_fn(jax.random.key(0)), s.topology.mixing(0), jax.random.key(1))
-    assert float(m["uplink_params"]) == 3 * s.trainable_params
+    assert float(m["uplink_params"]) == 3 * s.trainable_params(state)
     for leaf in jax.tree.leaves(state.adapter.params):
         np.testing.assert_allclose(leaf, np.broadcast_to(leaf[0], leaf.shape), atol=1e-6)
 
@@ -63,7 +64,7 @@ def test_gradient_flows_through_the_mixing_matrix(sim):
 
 
 def test_evaluation_covers_every_device_and_task(sim):
-    acc = np.asarray(sim.evaluate_fn(sim.init_fn(jax.random.key(0))))
+    acc = np.asarray(sim.evaluate_fn(sim.init_fn(jax.random.key(0)), sim.topology.mixing(0)))
     assert acc.shape == (M, 4) and ((0 <= acc) & (acc <= 1)).all()
     # shared init: before training every device holds the same model, so the same accuracy
     np.testing.assert_allclose(acc, np.broadcast_to(acc[0], acc.shape))

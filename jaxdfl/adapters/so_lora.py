@@ -228,7 +228,7 @@ def so_lora(rank: int = 4, alpha: float = 8.0, a_std: float | None = None, *, de
             kth = jax.lax.top_k(flat, min(k_moe, flat.shape[-1]))[0][..., -1:]
             z = jnp.where((flat >= kth).reshape(z.shape), z, 0.0)
         b = state.memory["aggregate"][name]["b"]
-        return scale * jnp.einsum("...er,dr,edr->...d", z, b, e["mask"])
+        return scale * jnp.einsum("...er,edr->...d", z, b * e["mask"])  # one matmul over (expert, rank)
 
     def trainable(state):
         return jnp.sum(state.frozen["keep"]).astype(jnp.float32)
