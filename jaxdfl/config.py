@@ -107,6 +107,8 @@ class MethodConfig:
     budget: Literal["density", "compute"] = "density"  # (A) Q from density, or from compute: c_max·batch/(ε·N_i)
     compute_max: float = 0.0  # (A) c_max for budget: compute
     compute_per_param: float = 1.0  # (A) ε for budget: compute
+    # (A) local training runs the inference mixture of every held expert (others frozen), not the own adapter
+    train_with_experts: bool = False
 
     def __post_init__(self):
         _require(self.rank >= 1, "rank", f"must be >= 1, got {self.rank}")
@@ -135,7 +137,8 @@ class TopologyConfig:
     """Who talks to whom each round, as a mixing matrix (SPEC §5)."""
 
     # by_task: devices that share a task average together (blocks of W), weighted by data size
-    name: Literal["server", "ring", "full", "kregular", "erdos_renyi", "isolated", "by_task"] = "ring"
+    # clusters: Paper A's AGNES clusters under topology.s_max and the network's power/delay budget
+    name: Literal["server", "ring", "full", "kregular", "erdos_renyi", "isolated", "by_task", "clusters"] = "ring"
     clients_per_round: int = 0  # "server": K of N sampled per round; 0 = all
     degree: int = 2  # "kregular": neighbours per device
     edge_prob: float = 0.3  # "erdos_renyi": probability of each edge
@@ -143,12 +146,39 @@ class TopologyConfig:
     weights: Literal["metropolis", "uniform"] = "metropolis"  # device-to-device mixing weights
     # "server": normalized = FedAvg weights p_k / Σ_sampled p; unbiased = (N/K)·p_k on deltas (SPEC §3.1)
     server_weights: Literal["normalized", "unbiased"] = "normalized"
+    s_max: float = 0.05  # "clusters": collision cap S_max of every cluster, per layer (A(19))
+    exchange_every: int = 5  # "clusters": inter-cluster expert exchange every n rounds; 0 = never
 
     def __post_init__(self):
         _require(self.clients_per_round >= 0, "clients_per_round", f"must be >= 0, got {self.clients_per_round}")
         _require(self.degree >= 1, "degree", f"must be >= 1, got {self.degree}")
         _require(0 <= self.edge_prob <= 1, "edge_prob", f"must be in [0, 1], got {self.edge_prob}")
         _require(self.resample_every >= 0, "resample_every", f"must be >= 0, got {self.resample_every}")
+        _require(0 <= self.s_max <= 1, "s_max", f"must be in [0, 1], got {self.s_max}")
+        _require(self.exchange_every >= 0, "exchange_every", f"must be >= 0, got {self.exchange_every}")
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Paper A's device-to-device wireless network (A §III, SPEC §2.5): positions, Rayleigh fading, OFDMA,
+    minimum power to meet the delay bound, and outages where the power budget does not fit."""
+
+    name: Literal["none", "d2d"] = "none"  # d2d: every device-to-device message goes over the air
+    radius: float = 500.0  # devices uniform in a disk of this radius (m)
+    move_std: float = 0.0  # random-walk step per round and coordinate (m); 0 = devices stay put
+    bandwidth: float = 1e6  # W: each device's band (Hz), split equally over the links it serves
+    delay_bound: float = 1.0  # Γ: a round's transmissions must finish within this (s)
+    power_max: float = 0.1  # p_max: a device's total transmit power (W)
+    noise: float = 1e-13  # σ²: noise power (W)
+    path_loss_exp: float = 3.5  # α in h = ρ·d^(−α)
+    min_distance: float = 1.0  # distances below this count as this (m)
+    bits_per_param: float = 32.0  # bits per sent value
+
+    def __post_init__(self):
+        for key in ("radius", "bandwidth", "delay_bound", "power_max", "noise", "path_loss_exp", "min_distance",
+                    "bits_per_param"):
+            _require(getattr(self, key) > 0, key, f"must be > 0, got {getattr(self, key)}")
+        _require(self.move_std >= 0, "move_std", f"must be >= 0, got {self.move_std}")
 
 
 @dataclass(frozen=True)
@@ -222,6 +252,7 @@ class Config:
     topology: TopologyConfig = field(default_factory=TopologyConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
 
     def __post_init__(self):
         for key in ("rounds", "num_devices", "local_steps", "batch_size", "eval_every"):
@@ -242,6 +273,16 @@ class Config:
             _require(self.topology.name == "server" and self.method.name not in ("lora", "full"), "control.name",
                      f"{self.control.name!r} controls server FL with a sparsifying method: it needs "
                      "topology.name=server and method.name in soft, tlora, rlora, slora, ilora")
+        if self.network.name == "d2d":
+            _require(self.topology.name != "server", "network.name",
+                     "'d2d' carries device-to-device messages; topology.name=server uses Paper B's FDMA uplink "
+                     "(control.name: tsfa or osfa) instead")
+        if self.topology.name == "clusters":
+            _require(self.network.name == "d2d", "topology.name",
+                     "'clusters' forms clusters under the power/delay budget of network.name: d2d; set it")
+        if self.method.train_with_experts:
+            _require(self.method.name in ("so_lora", "lori"), "method.train_with_experts",
+                     f"applies to so_lora and lori (methods with experts), not {self.method.name!r}")
         if self.topology.name == "kregular":
             d = self.topology.degree
             _require(d < self.num_devices and (d * self.num_devices) % 2 == 0, "topology.degree",

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdfl.adapters.base import Mixed
+from jaxdfl.adapters.base import ExpertView, Mixed
 from jaxdfl.adapters.so_lora import DeviceStats, allocate_sparsity, so_lora, spectral_entropy
 from jaxdfl.metrics import collision_rate, empirical_collision
 
@@ -166,24 +166,35 @@ def test_implicit_moe_matches_dense_reference(top_k):
     me = jax.tree.map(lambda a: a[0], states)
     aggregate = {n: {"b": jnp.asarray(rng.normal(size=(d, rank)), jnp.float32)} for n, (_, d) in LAYERS.items()}
     me = me._replace(memory=me.memory | {"aggregate": aggregate})
-    held = jnp.array([1.0, 0.0, 1.0, 1.0])
+    own = {n: {"b": jnp.asarray(rng.normal(size=(d, rank)), jnp.float32)} for n, (_, d) in LAYERS.items()}
+    snapshot = {n: jnp.asarray(rng.normal(size=(experts_n, d, rank)), jnp.float32) for n, (_, d) in LAYERS.items()}
+    me = me._replace(params=own, memory=me.memory | {"aggregate": aggregate})
+    table = {n: layer | {"shared": snapshot[n]} for n, layer in table.items()}
+    held = jnp.array([1.0, 0.0, 1.0, 0.0])  # itself and expert 2 in its cluster; 3 stored from another cluster
+    stored = jnp.array([0.0, 0.0, 0.0, 1.0])
+    view = ExpertView(table, held, stored, jnp.asarray(0))
     x = jnp.asarray(rng.normal(size=(7, 6)), jnp.float32)
-    got = np.asarray(jax.jit(lambda x: method.infer(me, "l0", x, table, held))(x))
+    got = np.asarray(jax.jit(lambda x: method.infer(me, "l0", x, view))(x))
 
     a = np.asarray(table["l0"]["a"])
-    b = np.asarray(aggregate["l0"]["b"])
     m = np.asarray(masks["l0"])
+    b = [np.asarray(own["l0"]["b"]) * m[0], np.zeros((5, rank)), np.asarray(aggregate["l0"]["b"]) * m[2],
+         np.asarray(snapshot["l0"][3])]  # own trainable B, not held, aggregate ⊙ its mask, the stored snapshot
     expected = np.zeros((7, 5))
     for row in range(7):
-        z = np.stack([a[e] @ np.asarray(x[row]) * float(held[e]) for e in range(experts_n)])  # [E, r]
+        z = np.stack([a[e] @ np.asarray(x[row]) * float(held[e] + stored[e]) for e in range(experts_n)])  # [E, r]
         flat = z.reshape(-1)
         if top_k:
             keep = np.zeros_like(flat)
             keep[np.argsort(-np.abs(flat), kind="stable")[:top_k]] = 1
             flat = flat * keep
         z = flat.reshape(z.shape)
-        expected[row] = (2.0 * sum((b * m[e]) @ z[e] for e in range(experts_n)))
+        expected[row] = 2.0 * sum(b[e] @ z[e] for e in range(experts_n))
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    # only the device's own entries get a gradient
+    grads = jax.grad(lambda p: method.infer(me._replace(params=p), "l0", x, view).sum())(own)
+    assert np.abs(np.asarray(grads["l0"]["b"])).sum() > 0
+    np.testing.assert_array_equal(np.asarray(grads["l0"]["b"])[m[0] == 0], 0.0)
 
 
 def test_static_projections_are_nearly_orthogonal():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jaxdfl.adapters.base import AdapterState, Message, Method, Mixed, num_params
+from jaxdfl.adapters.base import AdapterState, ExpertView, Message, Method, Mixed, num_params
 from jaxdfl.adapters.full import full
 from jaxdfl.adapters.lora import lora
 from jaxdfl.adapters.so_lora import so_lora
@@ -28,7 +28,8 @@ def make_method(method_cfg, batch_size: int = 32) -> Method:
                        allocation=pick("allocation", c.allocation), temperature=c.temperature,
                        refine=pick("refine", c.refine), top_k=pick("top_k", c.moe_top_k),
                        calib_rounds=c.calib_rounds, aggregation=c.aggregation, budget=c.budget,
-                       compute_max=c.compute_max, compute_per_param=c.compute_per_param, batch_size=batch_size)
+                       compute_max=c.compute_max, compute_per_param=c.compute_per_param, batch_size=batch_size,
+                       train_with_experts=c.train_with_experts)
     if method_cfg.name == "lora":
         return lora(method_cfg.rank, method_cfg.alpha, method_cfg.a_std)
     if method_cfg.name == "full":
@@ -39,5 +40,5 @@ def make_method(method_cfg, batch_size: int = 32) -> Method:
     raise ValueError(f"unknown method {method_cfg.name!r}")  # unreachable: the config's Literal checks names
 
 
-__all__ = ["DELTA_METHODS", "AdapterState", "Message", "Method", "Mixed", "full", "lora", "make_method", "num_params",
+__all__ = ["DELTA_METHODS", "AdapterState", "ExpertView", "Message", "Method", "Mixed", "full", "lora", "make_method", "num_params",
            "so_lora", "sparse_lora"]

@@ -14,7 +14,7 @@ A round, as the engine runs it for each device:
      ``control`` the round's controller decisions shared by all devices (e.g. ``{"ratio": O^t}``), or None;
   3. the engine mixes every device's ``message.values`` with the round's mixing matrix (SPEC §5; entries
      absent under ``message.mask`` are normalised out);
-  4. ``state = merge(state, mixed)``.
+  4. ``state = merge(state, mixed, control)``.
 """
 
 from __future__ import annotations
@@ -40,12 +40,15 @@ class Message(NamedTuple):
       mask: pytree of 0/1 arrays like ``values`` marking the entries sent, or None when all are sent.
       count: scalar, number of parameters sent.
       bits: scalar, number of bits sent (values plus any index overhead).
+      setup_bits: scalar, the part of ``bits`` that is sent once, before training proper (Paper A's static
+        A and mask positions): counted in the totals, but not bound by a round's delay budget.
     """
 
     values: PyTree
     mask: PyTree | None
     count: jax.Array
     bits: jax.Array
+    setup_bits: jax.Array | float = 0.0
 
 
 class Mixed(NamedTuple):
@@ -54,6 +57,25 @@ class Mixed(NamedTuple):
 
     values: PyTree
     mass: PyTree | None
+
+
+class ExpertView(NamedTuple):
+    """The experts one device holds (A(24)), as :attr:`Method.infer` sees them.
+
+    Attributes:
+      experts: every device's :attr:`Method.expert` pytree, stacked ``[M, ...]``. Read from the devices that
+        own them (unmapped, like the base weights), so no device copies another's projections.
+      held: ``[M]`` 1 for the devices this one aggregates with (its cluster or neighbours, itself included):
+        their experts use this device's own aggregate of B.
+      stored: ``[M]`` 1 for experts received in an inter-cluster exchange: frozen snapshots, used as they
+        were sent.
+      index: this device's own index (its own expert uses its trainable parameters).
+    """
+
+    experts: PyTree
+    held: jax.Array
+    stored: jax.Array
+    index: jax.Array
 
 
 class Method(NamedTuple):
@@ -67,25 +89,31 @@ class Method(NamedTuple):
       encode: ``(state, ref, key, control=None) -> (Message, state)``; ``ref`` is ``params`` at the start of
         the round; ``control`` a dict of per-round scalars from a controller (methods ignore what they do
         not use).
-      merge: ``(state, Mixed) -> state`` after mixing.
+      merge: ``(state, Mixed, control=None) -> state`` after mixing (``control`` as for ``encode``; e.g.
+        ``{"exchange": flag}`` on inter-cluster exchange rounds).
       needs_stats: when True, ``init`` takes a third argument, the device's
         :class:`~jaxdfl.adapters.so_lora.DeviceStats` (base-model inputs of each adapted map on its own data).
       expert: ``(state) -> pytree`` what a device shares as an expert for others' inference, or None.
-      infer: ``(state, name, x, experts, held) -> dy`` the inference-time delta over every expert the device
-        holds (``experts``: all devices' ``expert`` pytrees stacked ``[M, ...]``; ``held`` ``[M]`` 0/1, 1 for
-        the devices it mixed with in the last round, itself included); None = evaluate with ``delta``.
+      infer: ``(state, name, x, view: ExpertView) -> dy`` the inference-time delta over every expert the
+        device holds; None = evaluate with ``delta``.
+      local_experts: when True, local training runs ``infer`` (the device's inference model, every held
+        expert in the forward pass) instead of ``delta``; gradients still reach only ``params``.
       trainable: ``(state) -> scalar`` number of trained parameters (e.g. the masked ones); None = all params.
+      density: ``(state) -> [layers]`` share of each layer's positions the device trains and sends (its
+        activation probability s in A(19)); None = dense (1 everywhere).
     """
 
     init: Callable[..., AdapterState]
     delta: Callable[[AdapterState, str, jax.Array], jax.Array | None]
     regularizer: Callable[[AdapterState], jax.Array]
     encode: Callable[..., tuple[Message, AdapterState]]
-    merge: Callable[[AdapterState, Mixed], AdapterState]
+    merge: Callable[..., AdapterState]
     needs_stats: bool = False
     expert: Callable[[AdapterState], PyTree] | None = None
     infer: Callable[..., jax.Array | None] | None = None
     trainable: Callable[[AdapterState], jax.Array] | None = None
+    local_experts: bool = False
+    density: Callable[[AdapterState], jax.Array] | None = None
 
 
 def num_params(tree: PyTree) -> int:
@@ -103,6 +131,6 @@ def send_dense(state: AdapterState, ref: PyTree, key: jax.Array, control: dict |
     return Message(state.params, None, count, count * 32.0), state
 
 
-def take_mixed(state: AdapterState, mixed: Mixed) -> AdapterState:
+def take_mixed(state: AdapterState, mixed: Mixed, control: dict | None = None) -> AdapterState:
     """Replace the trainable parameters by the mixed ones."""
     return state._replace(params=mixed.values)

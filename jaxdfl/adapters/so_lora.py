@@ -16,11 +16,15 @@ For a linear map W0 ∈ R^{d×k} every device adds ``(alpha/r)·(B ⊙ M) A_ref 
 After local training a device sends ``B ⊙ M`` (plus A and the mask positions, once). Mixing averages each
 position over the devices whose masks hold it (count-normalised, SPEC §2.6) or, ``aggregation: literal``,
 over all neighbours (A(10)). A device keeps training its own positions; the mixed matrix B̄ it received is
-kept as ``memory["aggregate"]``.
+kept as ``memory["aggregate"]`` (positions nobody sent this round keep what was last heard). On an
+inter-cluster exchange round (``control["exchange"]``) a device also keeps ``memory["shared"]`` = B̄ ⊙ M,
+the frozen expert it hands to the other clusters (A §IV-C step 4).
 
-At inference (A(24), A(29)) a device answers with every expert it holds: each neighbour j it mixed with in
-the last round contributes (B̄ ⊙ M_j) A_j,ref x. The implicit mixture of experts keeps only the ``top_k``
-largest |z| of z = concat_j(A_j,ref x) (0 = keep all), so no router is trained.
+At inference (A(24), A(29)) a device answers with every expert it holds (:class:`ExpertView`): each
+device j of its own cluster contributes (B̄ ⊙ M_j) A_j,ref x, each stored expert of another cluster its
+snapshot. The implicit mixture of experts keeps only the ``top_k`` largest |z| of z = concat_j(A_j,ref x)
+(0 = keep all), so no router is trained. With ``train_with_experts`` local training runs this same
+mixture (the other experts frozen), instead of the device's own adapter alone (A(3)).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxdfl.adapters.base import AdapterState, Message, Method, no_regularizer
+from jaxdfl.adapters.base import AdapterState, ExpertView, Message, Method, no_regularizer
 from jaxdfl.sparse.topk import top_k_mask
 
 __all__ = ["DeviceStats", "allocate_sparsity", "so_lora", "spectral_entropy"]
@@ -111,7 +115,7 @@ def so_lora(rank: int = 4, alpha: float = 8.0, a_std: float | None = None, *, de
             allocation: str = "entropy", temperature: float = 1.0, refine: str = "column", top_k: int | None = None,
             calib_rounds: int = 1, aggregation: str = "masked", budget: str = "density",
             compute_max: float = 0.0, compute_per_param: float = 1.0, batch_size: int = 32,
-            bits_per_param: float = 32.0) -> Method:
+            bits_per_param: float = 32.0, train_with_experts: bool = False) -> Method:
     """The SO-LoRA method (or LoRI with ``allocation="uniform", refine="none", top_k=0``).
 
     Args:
@@ -128,6 +132,8 @@ def so_lora(rank: int = 4, alpha: float = 8.0, a_std: float | None = None, *, de
       budget: ``"density"`` (Q = density·Σ d_l r) or ``"compute"`` (Q = c_max·batch/(ε·N_i), A(7)/(11c)).
       compute_max, compute_per_param, batch_size: c_max, ε and the mini-batch size for ``budget="compute"``.
       bits_per_param: bits per sent value (and per A entry).
+      train_with_experts: local training runs the inference mixture of every held expert (others frozen)
+        instead of the device's own adapter alone.
     """
     scale = alpha / rank
     k_moe = rank if top_k is None else top_k
@@ -158,7 +164,8 @@ def so_lora(rank: int = 4, alpha: float = 8.0, a_std: float | None = None, *, de
             s = jnp.full(len(names), density, jnp.float32)
         keep = jnp.round(s * sizes).astype(jnp.int32)
         frozen = {"layers": frozen, "entropy": entropy, "density": s, "keep": keep}
-        memory = {"mask": mask, "aggregate": jax.tree.map(jnp.zeros_like, params), "rounds": jnp.zeros((), jnp.int32)}
+        memory = {"mask": mask, "aggregate": jax.tree.map(jnp.zeros_like, params),
+                  "shared": jax.tree.map(jnp.zeros_like, params), "rounds": jnp.zeros((), jnp.int32)}
         return AdapterState(params, frozen, memory)
 
     def gate(direction, x):
@@ -193,45 +200,62 @@ def so_lora(rank: int = 4, alpha: float = 8.0, a_std: float | None = None, *, de
         message_mask = {n: {"b": mask[n]} for n in names}
         state = state._replace(params=values,
                                memory=state.memory | {"mask": mask, "rounds": rounds + 1})
-        return Message(values, message_mask, count, count * bits_per_param + extra_bits), state
+        return Message(values, message_mask, count, count * bits_per_param + extra_bits,
+                       (extra_params * bits_per_param + extra_bits).astype(jnp.float32)), state
 
-    def merge(state, mixed):
-        params, aggregate = {}, {}
+    def merge(state, mixed, control=None):
+        exchange = False if control is None else control.get("exchange", False)
+        params, aggregate, shared = {}, {}, {}
         for name, p in state.params.items():
             got, mass = mixed.values[name]["b"], mixed.mass[name]["b"]
             if aggregation == "literal":  # Σ_j W_ij (B_j ⊙ M_j): rows of W sum to one
                 got = got * mass
-            aggregate[name] = {"b": got}
+            heard = jnp.where(mass > 0, got, state.memory["aggregate"][name]["b"])
+            aggregate[name] = {"b": heard}
             params[name] = {"b": jnp.where(mass > 0, got, p["b"]) * state.memory["mask"][name]}
-        return state._replace(params=params, memory=state.memory | {"aggregate": aggregate})
+            shared[name] = {"b": jnp.where(exchange, params[name]["b"], state.memory["shared"][name]["b"])}
+        return state._replace(params=params, memory=state.memory | {"aggregate": aggregate, "shared": shared})
 
     def expert(state):
-        """What a device shares with others as an expert: refined A, gate direction and mask per layer."""
-        return {name: {"a": f["a"], "direction": f["direction"], "mask": state.memory["mask"][name]}
+        """What a device shares with others as an expert, per layer: refined A, gate direction, mask, and the
+        snapshot B̄ ⊙ M it handed to other clusters at the last exchange."""
+        return {name: {"a": f["a"], "direction": f["direction"], "mask": state.memory["mask"][name],
+                       "shared": state.memory["shared"][name]["b"]}
                 for name, f in state.frozen["layers"].items()}
 
-    def infer(state, name, x, experts, held):
-        """Inference delta of one device, A(24) + A(29).
+    def infer(state, name, x, view: ExpertView):
+        """Delta of one device's inference model, A(24) + A(29): Σ_e B_e topk(z)_e over held experts e.
 
-        ``experts`` ``{name: {"a": [E, r, k], "direction": [E, k], "mask": [E, d, r]}}`` every expert's
-        shared part; ``held`` ``[E]`` 1 for the experts this device holds; ``x`` ``[..., k]`` → ``[..., d]``.
+        ``view.experts[name]`` ``{"a": [E, r, k], "direction": [E, k], "mask": [E, d, r], "shared": [E, d, r]}``;
+        B_e is this device's trainable B ⊙ M for itself, its aggregate B̄ ⊙ M_e for the other experts of its
+        cluster (held), and the snapshot for stored experts of other clusters. Only the own term carries a
+        gradient. ``x`` ``[..., k]`` → ``[..., d]``.
         """
         if name not in state.params:
             return None
-        e = experts[name]
+        e = view.experts[name]
         z = jnp.einsum("erk,...k->...er", e["a"], x)
         if refine == "gate":
             z = z * jax.vmap(gate, in_axes=(0, None), out_axes=-1)(e["direction"], x)[..., None]
-        z = z * held[:, None]
+        z = z * jnp.maximum(view.held, view.stored)[:, None]
         if k_moe:  # keep |z| ≥ its k-th largest value (exact up to ties of equal nonzero magnitude)
             flat = jnp.abs(z.reshape(*z.shape[:-2], -1))
             kth = jax.lax.top_k(flat, min(k_moe, flat.shape[-1]))[0][..., -1:]
             z = jnp.where((flat >= kth).reshape(z.shape), z, 0.0)
-        b = state.memory["aggregate"][name]["b"]
-        return scale * jnp.einsum("...er,edr->...d", z, b * e["mask"])  # one matmul over (expert, rank)
+        own = jax.nn.one_hot(view.index, view.held.shape[0])
+        live = jax.lax.stop_gradient(state.memory["aggregate"][name]["b"])
+        mine = state.params[name]["b"] * state.memory["mask"][name]
+        b = ((view.held * (1 - own))[:, None, None] * live * e["mask"]
+             + (view.stored * (1 - view.held))[:, None, None] * e["shared"])
+        out = jnp.einsum("...er,edr->...d", z, b) + z[..., view.index, :] @ mine.T  # one matmul over (expert, rank)
+        return scale * out
 
     def trainable(state):
         return jnp.sum(state.frozen["keep"]).astype(jnp.float32)
 
+    def layer_density(state):
+        sizes = jnp.array([p["b"].size for p in state.params.values()], jnp.float32)
+        return state.frozen["keep"] / sizes
+
     return Method(init, delta, no_regularizer, encode, merge, needs_stats=True, expert=expert, infer=infer,
-                  trainable=trainable)
+                  trainable=trainable, local_experts=train_with_experts, density=layer_density)

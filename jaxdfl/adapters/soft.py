@@ -72,7 +72,7 @@ def sparse_lora(selector: str = "soft", rank: int = 4, alpha: float = 8.0, a_std
         # Absent entries are zeros that add nothing to the sum, so the message is dense (mask=None) for mixing.
         return Message(sent, None, count, 32.0 * count), AdapterState(ref, state.frozen, memory)
 
-    def merge(state, mixed):
+    def merge(state, mixed, control=None):
         return state._replace(params=jax.tree.map(jnp.add, state.params, mixed.values))
 
     return Method(init, delta, regularizer, encode, merge)

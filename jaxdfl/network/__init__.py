@@ -1,6 +1,12 @@
-"""Wireless network models: Paper B's FDMA uplink (Paper A's D2D network lands here too)."""
+"""Wireless network models: Paper B's FDMA uplink to a server and Paper A's device-to-device OFDMA links."""
 
+from jaxdfl.network.d2d import (LinkBudget, LinkReport, broadcast_cost, channel_gains, compute_cost, deliver,
+                                disk_positions, distances, link_delay, min_power, ofdma_rate, random_walk,
+                                serve_links, trajectory)
 from jaxdfl.network.fdma import (client_distances, draw_snr, fdma_bandwidth, fdma_delays, mean_snr,
                                  spectral_efficiency)
 
-__all__ = ["client_distances", "draw_snr", "fdma_bandwidth", "fdma_delays", "mean_snr", "spectral_efficiency"]
+__all__ = ["LinkBudget", "LinkReport", "broadcast_cost", "channel_gains", "client_distances", "compute_cost",
+           "deliver", "disk_positions", "distances", "draw_snr", "fdma_bandwidth", "fdma_delays", "link_delay",
+           "mean_snr", "min_power", "ofdma_rate", "random_walk", "serve_links", "spectral_efficiency",
+           "trajectory"]

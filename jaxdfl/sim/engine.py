@@ -17,16 +17,17 @@ import numpy as np
 import optax
 
 from jaxdfl import data as data_lib
-from jaxdfl.adapters import Method, make_method, num_params
+from jaxdfl.adapters import ExpertView, Method, make_method, num_params
+from jaxdfl.adapters.so_lora import DeviceStats
 from jaxdfl.config import Config
 from jaxdfl.control.server import ServerController, build_controller, effective_config
-from jaxdfl.adapters.so_lora import DeviceStats
-from jaxdfl.metrics import lora_covariance
+from jaxdfl.metrics import collision_rate, lora_covariance
 from jaxdfl.models import Model, adapted_layers, load_model
-from jaxdfl.sim.local import adapted_apply, make_local_train
+from jaxdfl.network.d2d import LinkBudget, broadcast_cost, channel_gains, deliver, distances, trajectory
+from jaxdfl.sim.local import make_local_train
 from jaxdfl.sim.mesh import make_mesh, replicated, sharded
 from jaxdfl.sim.state import SimState
-from jaxdfl.topology import Topology, build_topology, mix
+from jaxdfl.topology import Topology, agnes_clusters, build_topology, mix
 
 
 def make_optimizer(opt_cfg) -> optax.GradientTransformation:
@@ -47,48 +48,103 @@ def neighbourhood_collision(w: jax.Array, masks) -> jax.Array:
     return jnp.mean(jnp.concatenate(counts, axis=1) >= 2)
 
 
+def neighbourhood_collision_rate(w: jax.Array, masks) -> jax.Array:
+    """A(19) for every device's aggregation set {j: W_ij > 0}, each device j active at a leaf's positions
+    with probability s_j = its mask's density there; per device the layers are pooled by their sizes (the
+    expected value of :func:`neighbourhood_collision`), then averaged over devices."""
+    leaves = jax.tree.leaves(masks)
+    s = jnp.stack([m.reshape(m.shape[0], -1).mean(1) for m in leaves], axis=1)  # [M, leaves]
+    sizes = jnp.array([m[0].size for m in leaves], jnp.float32)
+    linked = (w != 0).astype(jnp.float32)
+    per_leaf = jax.vmap(lambda row: collision_rate(row[:, None] * s))(linked)  # [M, leaves]
+    return jnp.mean(per_leaf @ sizes / sizes.sum())
+
+
+def expert_views(method: Method, adapter, w: jax.Array, stored: jax.Array) -> ExpertView:
+    """Every device's :class:`ExpertView`, leaves ``[M, ...]`` except ``experts`` (shared, unmapped): the
+    devices it aggregates with under ``w`` (held) and the stored experts of other clusters (``stored``
+    ``[M, M]``)."""
+    m = w.shape[0]
+    return ExpertView(jax.vmap(method.expert)(adapter), (w != 0).astype(jnp.float32), stored, jnp.arange(m))
+
+
+class Channel(NamedTuple):
+    """The device-to-device air interface of a round program (Paper A, SPEC §2.5)."""
+
+    budget: LinkBudget
+    min_distance: float
+
+
 def make_round_step(model_apply, method: Method, optimizer, local_steps: int, batch_size: int,
-                    reset_state: bool = False, covariance: bool = False, collision: bool = False) -> Callable:
-    """``round_step(state, base, x, y, n, w, key, active=None, control=None) -> (state, metrics)``, all devices.
+                    reset_state: bool = False, covariance: bool = False, collision: bool = False,
+                    channel: Channel | None = None) -> Callable:
+    """``round_step(state, base, x, y, n, w, key, active=None, control=None, positions=None)
+    -> (state, metrics)``, all devices.
 
     Shapes: ``state`` leaves ``[M, ...]``; ``x`` ``[M, n_max, ...]``; ``y`` ``[M, n_max]``; ``n`` ``[M]``;
-    ``w`` ``[M, M]`` the round's mixing matrix (SPEC §5); ``active`` ``[K]`` int indices of the devices
-    that train and send this round (None: all). Only active devices train and ``encode``, so an inactive
-    device's optimizer state and method memory carry over untouched, and the compute is K/M of a full
-    round. Every device then ``merge``s what it receives. ``control`` (a dict of scalars from a controller,
-    e.g. TSFA's ratio) reaches every device's ``encode``.
+    ``w`` ``[M, M]`` the round's planned mixing matrix (SPEC §5); ``active`` ``[K]`` int indices of the
+    devices that train and send this round (None: all). Only active devices train and ``encode``, so an
+    inactive device's optimizer state and method memory carry over untouched, and the compute is K/M of a
+    full round. Every device then ``merge``s what it receives. ``control`` (a dict of scalars, e.g. TSFA's
+    ratio) reaches every device's ``encode`` and ``merge``. Under a cluster topology its ``stored`` flag says
+    that every device holds the experts of the other clusters (the devices it gives zero weight), and its
+    ``exchange`` flag makes this round an inter-cluster exchange.
+
+    With a ``channel``, ``positions`` ``[M, 2]`` places the devices; this round's Rayleigh fading, minimum
+    powers and outages (:func:`jaxdfl.network.d2d.deliver`) turn the planned W into the delivered one
+    before mixing.
 
     ``metrics``: ``train_loss`` (mean over active devices), ``device_loss`` ``[K]``, ``uplink_params`` /
-    ``uplink_bits`` (summed over devices that transmit: column j of W has an off-diagonal non-zero),
-    ``senders`` (how many transmit); with ``covariance=True`` ``covariance_fro`` (B eq. 12 over the active
-    devices' trained factors, weighted by row 0 of W, i.e. for server topologies); with ``collision=True``
-    ``collision_empirical`` (:func:`neighbourhood_collision` of the sent masks; a dense message holds
-    every position).
+    ``uplink_bits`` (summed over devices that transmit: column j of the delivered W has an off-diagonal
+    non-zero, plus the exchange), ``senders`` (how many transmit); with ``covariance=True``
+    ``covariance_fro`` (B eq. 12 over the active devices' trained factors, weighted by row 0 of W, i.e. for
+    server topologies); with ``collision=True`` ``collision_empirical`` (:func:`neighbourhood_collision` of the
+    sent masks; a dense message holds every position) and ``collision_analytic``
+    (:func:`neighbourhood_collision_rate`); with a channel the :class:`~jaxdfl.network.d2d.LinkReport` fields
+    (energy and delay including the exchange).
     """
     train = make_local_train(model_apply, method, optimizer, local_steps, batch_size, reset_state)
 
-    def round_step(state: SimState, base, x, y, n, w, key, active=None, control=None):
+    def round_step(state: SimState, base, x, y, n, w, key, active=None, control=None, positions=None):
         m = w.shape[0]
+        control = control or {}
+        stored = (w == 0).astype(jnp.float32) * control.get("stored", 0.0)
         if active is None:
             part, data = state, (x, y, n)
         else:
             part = jax.tree.map(lambda a: a[active], state)
             data = (x[active], y[active], n[active])
         k = jax.tree.leaves(part)[0].shape[0]
-        k_train, k_encode = jax.random.split(key)
-        adapter, opt_state, loss = jax.vmap(train, in_axes=(0, 0, None, 0, 0, 0, 0))(
-            part.adapter, part.opt_state, base, *data, jax.random.split(k_train, k))
+        k_train, k_encode, k_fade = jax.random.split(key, 3)
+        view, view_axes = None, None
+        if method.local_experts:
+            view = expert_views(method, state.adapter, w, stored)
+            if active is not None:
+                view = view._replace(held=view.held[active], stored=view.stored[active], index=view.index[active])
+            view_axes = ExpertView(None, 0, 0, 0)
+        adapter, opt_state, loss = jax.vmap(train, in_axes=(0, 0, None, 0, 0, 0, 0, view_axes))(
+            part.adapter, part.opt_state, base, *data, jax.random.split(k_train, k), view)
         trained = adapter.params
         message, adapter = jax.vmap(method.encode, in_axes=(0, 0, 0, None))(
-            adapter, part.adapter.params, jax.random.split(k_encode, k), control)
+            adapter, part.adapter.params, jax.random.split(k_encode, k), control or None)
         if active is not None:  # scatter back; inactive devices send an all-zero message with zero weight
             adapter, opt_state = jax.tree.map(lambda full, sub: full.at[active].set(sub),
                                               (state.adapter, state.opt_state),
                                               (adapter, opt_state))
             message = jax.tree.map(lambda sub: jnp.zeros((m, *sub.shape[1:]), sub.dtype).at[active].set(sub), message)
-        adapter = jax.vmap(method.merge)(adapter, mix(w, message))
-        transmits = jnp.any((w * (1.0 - jnp.eye(m))) != 0, axis=0)
-        metrics = {
+        metrics = {}
+        # an exchange round: every device also hands its expert to every device of the other clusters
+        crossing = (w == 0) & jnp.asarray(control.get("exchange", False))  # [receiver, sender]
+        if channel is not None:
+            gain = channel_gains(k_fade, distances(positions, channel.min_distance), channel.budget.path_loss_exp)
+            bits = message.bits - message.setup_bits  # the one-off setup is not bound by the round's Γ
+            w, report = deliver(w, bits, gain, channel.budget)
+            x_delay, x_energy = broadcast_cost(crossing.T, bits, gain, channel.budget)
+            metrics |= report._replace(energy_j=report.energy_j + x_energy,
+                                       max_delay_s=jnp.maximum(report.max_delay_s, x_delay))._asdict()
+        adapter = jax.vmap(method.merge, in_axes=(0, 0, None))(adapter, mix(w, message), control or None)
+        transmits = jnp.any((w * (1.0 - jnp.eye(m))) != 0, axis=0) | jnp.any(crossing, axis=0)
+        metrics |= {
             "train_loss": loss.mean(),
             "device_loss": loss,
             "uplink_params": jnp.where(transmits, message.count, 0).sum(),
@@ -99,6 +155,7 @@ def make_round_step(model_apply, method: Method, optimizer, local_steps: int, ba
             masks = message.values if message.mask is None else message.mask
             masks = jax.tree.map(jnp.ones_like, masks) if message.mask is None else masks
             metrics["collision_empirical"] = neighbourhood_collision(w, masks)
+            metrics["collision_analytic"] = neighbourhood_collision_rate(w, masks)
         if covariance:
             metrics["covariance_fro"] = lora_covariance(trained, w[0] if active is None else w[0, active])
         return SimState(adapter, opt_state), metrics
@@ -107,18 +164,18 @@ def make_round_step(model_apply, method: Method, optimizer, local_steps: int, ba
 
 
 def make_evaluate(model_apply, method: Method) -> Callable:
-    """``evaluate(adapter, base, test_x, test_y, test_n, w) -> accuracy [M, T]``: every device's model on
-    every task's test set (``test_x`` ``[T, m_max, ...]``, rows past ``test_n[t]`` ignored).
+    """``evaluate(adapter, base, test_x, test_y, test_n, w, stored=0.0) -> accuracy [M, T]``: every device's
+    model on every task's test set (``test_x`` ``[T, m_max, ...]``, rows past ``test_n[t]`` ignored).
 
-    Methods with an ``infer`` (implicit MoE) answer with every expert a device holds: the devices it mixed
-    with under ``w`` ``[M, M]`` (the last round's mixing matrix). Others use their own adapter; ``w`` is
-    then unused."""
+    Methods with an ``infer`` (implicit MoE) answer with every expert a device holds (:func:`expert_views`):
+    the devices it aggregates with under ``w`` ``[M, M]`` (the planned mixing matrix), and, when the scalar
+    ``stored`` is 1, the experts of the devices it gives zero weight (other clusters, after an exchange).
+    Others use their own adapter; ``w`` is then unused."""
 
-    def one_device(adapter, held, experts, base, test_x, test_y, test_n):
-        if method.infer is None:
-            hook = lambda name, h: method.delta(adapter, name, h)  # noqa: E731
-        else:
-            hook = lambda name, h: method.infer(adapter, name, h, experts, held)  # noqa: E731
+    def one_device(adapter, view, base, test_x, test_y, test_n):
+        hook = lambda name, h: method.delta(adapter, name, h)  # noqa: E731
+        if method.infer is not None:
+            hook = lambda name, h: method.infer(adapter, name, h, view)  # noqa: E731
 
         def one_task(args):
             x, y, n = args
@@ -127,11 +184,13 @@ def make_evaluate(model_apply, method: Method) -> Callable:
 
         return jax.lax.map(one_task, (test_x, test_y, test_n))
 
-    def evaluate(adapter, base, test_x, test_y, test_n, w=None):
-        held = None if w is None else (w != 0).astype(jnp.float32)
-        experts = None if method.expert is None else jax.vmap(method.expert)(adapter)
-        return jax.vmap(one_device, in_axes=(0, 0, None, None, None, None, None))(
-            adapter, held, experts, base, test_x, test_y, test_n)
+    def evaluate(adapter, base, test_x, test_y, test_n, w, stored=0.0):
+        view, view_axes = None, None
+        if method.infer is not None:
+            view = expert_views(method, adapter, w, (w == 0).astype(jnp.float32) * stored)
+            view_axes = ExpertView(None, 0, 0, 0)
+        return jax.vmap(one_device, in_axes=(0, view_axes, None, None, None, None))(
+            adapter, view, base, test_x, test_y, test_n)
 
     return evaluate
 
@@ -175,20 +234,41 @@ class Simulation(NamedTuple):
     mesh: jax.sharding.Mesh
     layers: dict[str, tuple[int, int]]  # adapted linear maps → (in, out)
     init_fn: Callable[[jax.Array], SimState]
-    round_fn: Callable  # jitted round_step: (state, w, key, active=None, control=None) -> (state, metrics)
-    evaluate_fn: Callable  # jitted evaluate(state, w) -> [M, T] ([1, T] under a server: the global model);
-    # w is the last round's mixing matrix (who holds whose expert, for implicit MoE)
+    # jitted round_step: (state, w, key, active=None, control=None, positions=None) -> (state, metrics)
+    round_fn: Callable
+    # jitted evaluate(state, w, stored=0.0) -> [M, T] ([1, T] under a server: the global model); w is the
+    # planned mixing matrix (who holds whose expert, for implicit MoE), stored the topology's flag
+    evaluate_fn: Callable
     controller: ServerController | None = None  # per-round ratio/bandwidth control (TSFA, OSFA), if configured
+    positions: Callable[[int], np.ndarray | None] = lambda round_: None  # device positions per round (d2d)
 
     def trainable_params(self, state: SimState) -> float:
         """Trained parameters per device (the mean over devices; masked entries only, once masks are fixed)."""
-        if self.method.trainable is None:
-            return num_params(state.adapter.params) / self.config.num_devices
-        return float(jnp.mean(jax.vmap(self.method.trainable)(state.adapter)))
+        return float(jnp.mean(per_device_trainable(self.method, state.adapter)))
 
     @property
     def base_params(self) -> int:
         return num_params(self.base)
+
+
+def per_device_trainable(method: Method, adapter) -> jax.Array:
+    """``[M]`` trained parameters of each device."""
+    if method.trainable is None:
+        m = jax.tree.leaves(adapter.params)[0].shape[0]
+        return jnp.full(m, num_params(adapter.params) / m, jnp.float32)
+    return jax.vmap(method.trainable)(adapter)
+
+
+def cluster_labels(cfg: Config, method: Method, state: SimState, positions: np.ndarray) -> np.ndarray:
+    """AGNES clusters (SPEC §2.6) from every device's layer densities and message size at init."""
+    adapter = state.adapter
+    m = cfg.num_devices
+    density = np.ones((m, 1)) if method.density is None else np.asarray(jax.vmap(method.density)(adapter))
+    net = cfg.network
+    bits = np.asarray(per_device_trainable(method, adapter)) * net.bits_per_param
+    return agnes_clusters(density, positions, s_max=cfg.topology.s_max, p_max=net.power_max,
+                          delay_bound=net.delay_bound, bandwidth=net.bandwidth, bits=bits, noise=net.noise,
+                          path_loss_exp=net.path_loss_exp, min_distance=net.min_distance)
 
 
 def build_simulation(cfg: Config) -> Simulation:
@@ -202,7 +282,6 @@ def build_simulation(cfg: Config) -> Simulation:
     method = make_method(cfg.method, cfg.batch_size)
     optimizer = make_optimizer(cfg.optimizer)
     data = data_lib.build(cfg.data, cfg.num_devices, cfg.seed)
-    topology = build_topology(cfg.topology, cfg.num_devices, data.n, cfg.seed, data.task_of_device)
     mesh = make_mesh(cfg.num_devices)
     on_devices, everywhere = sharded(mesh), replicated(mesh)
     base = jax.device_put(base, everywhere)
@@ -221,19 +300,30 @@ def build_simulation(cfg: Config) -> Simulation:
             adapter = jax.vmap(lambda k: method.init(k, layers))(k_adapter)
         return SimState(adapter, jax.vmap(optimizer.init)(adapter.params))
 
+    init_fn = functools.partial(jax.jit(init_fn, out_shardings=on_devices), base=base, x=device_data[0],
+                                n=device_data[2])
+    channel, positions, labels = None, (lambda round_: None), None
+    if cfg.network.name == "d2d":
+        net = cfg.network
+        channel = Channel(LinkBudget(net.bandwidth, net.delay_bound, net.power_max, net.noise, net.path_loss_exp),
+                          net.min_distance)
+        positions = trajectory(cfg.num_devices, net.radius, net.move_std, cfg.seed)
+    if cfg.topology.name == "clusters":  # densities and message sizes are known at init, before training
+        labels = cluster_labels(cfg, method, init_fn(jax.random.key(cfg.seed)), positions(0))
+    topology = build_topology(cfg.topology, cfg.num_devices, data.n, cfg.seed, data.task_of_device, labels)
+
     server = cfg.topology.name == "server"
     round_step = make_round_step(model.apply, method, optimizer, cfg.local_steps, cfg.batch_size,
                                  cfg.optimizer.reset_state, covariance=server and cfg.method.name != "full",
-                                 collision=not server)
-    round_fn = jax.jit(lambda state, w, key, active=None, control=None:
-                       round_step(state, base, *device_data, w, key, active, control),
+                                 collision=not server, channel=channel)
+    round_fn = jax.jit(lambda state, w, key, active=None, control=None, positions=None:
+                       round_step(state, base, *device_data, w, key, active, control, positions),
                        out_shardings=(on_devices, everywhere), donate_argnums=0)
     evaluate = make_evaluate(model.apply, method)
     # Under a server every device holds the same global model after merging: evaluate one copy of it.
     rows = (lambda a: a[:1]) if server else (lambda a: a)
-    evaluate_fn = jax.jit(lambda state, w: evaluate(jax.tree.map(rows, state.adapter), base, *test_data, rows(w)),
+    evaluate_fn = jax.jit(lambda state, w, stored=0.0: evaluate(jax.tree.map(rows, state.adapter), base,
+                                                                *test_data, rows(w), stored),
                           out_shardings=everywhere)
     return Simulation(cfg, model, base, method, optimizer, data, device_data, test_data, topology, mesh, layers,
-                      functools.partial(jax.jit(init_fn, out_shardings=on_devices), base=base,
-                                        x=device_data[0], n=device_data[2]),
-                      round_fn, evaluate_fn, controller)
+                      init_fn, round_fn, evaluate_fn, controller, positions)

@@ -14,10 +14,12 @@ import json
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Callable
 
 import jax
 import numpy as np
 import yaml
+from scipy.sparse.csgraph import connected_components
 from tqdm.auto import tqdm
 
 from jaxdfl.config import Config, load_config, resolve_path
@@ -40,6 +42,28 @@ def _read_metrics(path: Path, upto_round: int) -> list[dict]:
         return []
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return [r for r in records if r["round"] <= upto_round]
+
+
+# per-round metrics the round program may return, logged as they come (see make_round_step)
+ROUND_METRICS = ("covariance_fro", "collision_empirical", "collision_analytic", "links", "delivered", "outages",
+                 "energy_j", "max_delay_s")
+
+
+def stored_after(sim: Simulation, round_: int) -> float:
+    """The topology's ``stored`` flag once round ``round_`` (0-based) is done: 1.0 when devices hold the
+    experts of other clusters (for evaluation)."""
+    return float(sim.topology.control(round_ + 1).get("stored", 0.0))
+
+
+def _num_clusters(topology) -> Callable[[np.ndarray], int] | None:
+    """``w -> number of clusters`` for device-to-device topologies (AGNES clusters, or the connected components
+    of the planned graph); None under a server."""
+    if topology.name == "server":
+        return None
+    if topology.labels is not None:
+        count = len(np.unique(topology.labels))
+        return lambda w: count
+    return lambda w: int(connected_components(np.asarray(w) != 0, directed=False)[0])
 
 
 def task_accuracy(acc: np.ndarray, task_of_device: np.ndarray, routing: str) -> np.ndarray:
@@ -93,8 +117,15 @@ def summarize(sim: Simulation, state: SimState, records: list[dict], initial: di
     own = data.task_of_device
     if (own >= 0).all() and len(final_acc) == len(own):
         summary["own_task_accuracy"] = float(final_acc[np.arange(len(own)), own].mean())
-    if records and "collision_empirical" in records[-1]:
-        summary["collision_empirical"] = records[-1]["collision_empirical"]
+    for key in ("collision_empirical", "collision_analytic", "num_clusters"):
+        if records and key in records[-1]:
+            summary[key] = records[-1][key]  # the last round's
+    if records and "links" in records[-1]:
+        for key in ("links", "delivered", "outages", "energy_j"):
+            summary[f"{key}_total"] = float(sum(r[key] for r in records))
+        summary["max_delay_s"] = max(r["max_delay_s"] for r in records)
+    if sim.topology.labels is not None:
+        summary["cluster_labels"] = sim.topology.labels.tolist()
     if sim.method.expert is not None and cfg.num_devices > 1:
         experts = jax.vmap(sim.method.expert)(state.adapter)
         overlaps = [projection_overlap(layer["a"]) for layer in experts.values()]
@@ -138,6 +169,7 @@ def run(config: str | Path | dict | Config | None = None, overrides=(), out: str
     key = jax.random.key(cfg.seed)
     state = sim.init_fn(jax.random.fold_in(key, 0))
     initial = _accuracy_record(np.asarray(sim.evaluate_fn(state, sim.topology.mixing(0))), sim)
+    clusters = _num_clusters(sim.topology)
     checkpointer = Checkpointer(out / "checkpoints")
     done = 0
     if resume and checkpointer.latest_round() is not None:
@@ -156,19 +188,23 @@ def run(config: str | Path | dict | Config | None = None, overrides=(), out: str
                 t0 = time.time()
                 # `state` is donated to the round program: until the record below is written, only
                 # `new_state` is alive, and it belongs to a round the metrics do not hold yet.
-                active, control, control_record = sim.topology.active(r), None, {}
+                active, control, control_record = sim.topology.active(r), sim.topology.control(r), {}
                 if sim.controller is not None:
-                    control, control_record, queue = sim.controller.step(queue, r, active)
+                    ratio, control_record, queue = sim.controller.step(queue, r, active)
+                    control = control | ratio
                 w = sim.topology.mixing(r)
-                new_state, m = sim.round_fn(state, w, jax.random.fold_in(round_key, r), active, control)
+                new_state, m = sim.round_fn(state, w, jax.random.fold_in(round_key, r), active, control or None,
+                                            sim.positions(r))
                 record = {"round": r + 1, "train_loss": float(m["train_loss"]),
                           "uplink_params": float(m["uplink_params"]), "uplink_bits": float(m["uplink_bits"]),
                           "senders": int(m["senders"]), **control_record}
-                for key_ in ("covariance_fro", "collision_empirical"):
+                for key_ in ROUND_METRICS:
                     if key_ in m:
                         record[key_] = float(m[key_])
+                if clusters is not None:
+                    record["num_clusters"] = clusters(w)
                 if (r + 1) % cfg.eval_every == 0 or r + 1 == cfg.rounds:
-                    acc = np.asarray(sim.evaluate_fn(new_state, w))
+                    acc = np.asarray(sim.evaluate_fn(new_state, w, stored_after(sim, r)))
                     record |= _accuracy_record(acc, sim)
                     postfix["acc"] = f"{record['accuracy']:.3f}"
                 record["wall_s"] = time.time() - t0
@@ -188,7 +224,7 @@ def run(config: str | Path | dict | Config | None = None, overrides=(), out: str
         checkpointer.close()
 
     if acc is None:  # resumed at the very end: evaluate the restored state
-        acc = np.asarray(sim.evaluate_fn(state, sim.topology.mixing(cfg.rounds - 1)))
+        acc = np.asarray(sim.evaluate_fn(state, sim.topology.mixing(cfg.rounds - 1), stored_after(sim, cfg.rounds - 1)))
     summary = summarize(sim, state, records, initial, acc, time.time() - start)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     from jaxdfl.plotting import plot_run

@@ -8,6 +8,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from jaxdfl.topology import graphs
+from jaxdfl.topology.agnes import agnes_clusters
 from jaxdfl.topology.mixing import mix, mix_dense
 
 
@@ -15,18 +16,23 @@ class Topology(NamedTuple):
     """``mixing(round) -> W`` ``[M, M]`` float32, deterministic given the config seed.
 
     ``active(round)`` gives the sorted indices of the devices that train and send that round (``[K]``,
-    K = ``num_active``), or None when every device takes part.
+    K = ``num_active``), or None when every device takes part. ``control(round)`` gives the round's flags
+    for the round program (clusters: ``exchange``, an inter-cluster exchange at the end of the round, and
+    ``stored``, experts of other clusters held at its start). ``labels`` ``[M]``: cluster of each device.
     """
 
     name: str
     mixing: Callable[[int], np.ndarray]
     active: Callable[[int], np.ndarray | None] = lambda round_: None
     num_active: int | None = None
+    control: Callable[[int], dict] = lambda round_: {}
+    labels: np.ndarray | None = None
 
 
 def build_topology(topo_cfg, num_devices: int, data_sizes: np.ndarray, seed: int,
-                   task_of_device: np.ndarray | None = None) -> Topology:
-    """The topology named by ``topology.name``.
+                   task_of_device: np.ndarray | None = None, labels: np.ndarray | None = None) -> Topology:
+    """The topology named by ``topology.name`` (``clusters`` needs the cluster ``labels``, see
+    :func:`agnes_clusters`).
 
     Random draws (graph edges, sampled clients) are redrawn every ``resample_every`` rounds (0 = once), each
     from its own seeded generator, so round r's W does not depend on how the run got there (resume-safe).
@@ -51,6 +57,12 @@ def build_topology(topo_cfg, num_devices: int, data_sizes: np.ndarray, seed: int
     else:
         static = None
 
+    if name == "clusters":
+        every = topo_cfg.exchange_every
+        static = graphs.cluster_average(labels, data_sizes)
+        flags = lambda r: {"exchange": bool(every and (r + 1) % every == 0),  # noqa: E731
+                           "stored": bool(every and r >= every)}
+        return Topology(name, lambda round_: static, control=flags, labels=np.asarray(labels))
     if static is not None:
         return Topology(name, lambda round_: static)
     if name == "kregular":
@@ -69,4 +81,4 @@ def build_topology(topo_cfg, num_devices: int, data_sizes: np.ndarray, seed: int
     raise ValueError(f"unknown topology {name!r}")  # unreachable: the config's Literal checks names
 
 
-__all__ = ["Topology", "build_topology", "graphs", "mix", "mix_dense"]
+__all__ = ["Topology", "agnes_clusters", "build_topology", "graphs", "mix", "mix_dense"]
