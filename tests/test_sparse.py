@@ -72,3 +72,15 @@ def test_soft_gives_important_components_more_entries():
         kept = np.asarray(sel.components(mask))[i].astype(bool)
         if kept.any() and (~kept).any():
             assert rows[i][kept].min() >= rows[i][~kept].max()
+
+
+@pytest.mark.parametrize("k", [1, 5, 64])
+def test_kth_largest_is_exact(k):
+    from jaxdfl.sparse import kth_largest
+
+    rng = np.random.default_rng(k)
+    x = (np.abs(rng.normal(size=(50, 64))) * rng.choice([1e-30, 1.0, 1e30], size=(50, 1))).astype(np.float32)
+    x[0] = 0.0  # all ties at zero
+    x[1, :10] = np.inf
+    got = np.asarray(jax.jit(kth_largest, static_argnums=1)(jnp.asarray(x), k))
+    np.testing.assert_array_equal(got[:, 0], -np.sort(-x, axis=1)[:, k - 1])

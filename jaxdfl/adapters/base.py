@@ -40,14 +40,17 @@ class Message(NamedTuple):
       mask: pytree of 0/1 arrays like ``values`` marking the entries sent, or None when all are sent.
       count: scalar, number of parameters sent.
       bits: scalar, number of bits sent (values plus any index overhead).
-      setup_bits: scalar, the part of ``bits`` that is sent once, before training proper (Paper A's static
-        A and mask positions): counted in the totals, but not bound by a round's delay budget.
+      setup_count, setup_bits: scalars, the part of ``count`` and ``bits`` that a device sends once, to every
+        device that will ever hold its expert (Paper A's static A and mask positions). The engine charges it
+        in the round it appears whether or not the device transmits then, and keeps it out of the round's
+        delay budget.
     """
 
     values: PyTree
     mask: PyTree | None
     count: jax.Array
     bits: jax.Array
+    setup_count: jax.Array | float = 0.0
     setup_bits: jax.Array | float = 0.0
 
 

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdfl.adapters.base import AdapterState, ExpertView, Message, Method, no_regularizer
-from jaxdfl.sparse.topk import top_k_mask
+from jaxdfl.sparse.topk import kth_largest, top_k_mask
 
 __all__ = ["DeviceStats", "allocate_sparsity", "so_lora", "spectral_entropy"]
 
@@ -107,6 +107,22 @@ def allocate_sparsity(entropy: jax.Array, budget, sizes: jax.Array, temperature:
     return jnp.minimum(lam * share, sizes) / sizes
 
 
+def _entropies_one_at_a_time(stats: DeviceStats, names: list[str]) -> jax.Array:
+    """``[layers]`` spectral entropies, each layer's SVD made to wait for the previous one's result.
+
+    Under ``vmap`` every layer's SVD is one batched LAPACK call, and XLA's CPU runtime can deadlock when two
+    of them run at once on its intra-op thread pool (seen here on 2 cores: both pool threads parked in
+    LAPACK's batch loop, waiting for each other's work). Each layer's input is made to depend on the previous
+    entropy (it is H or −H, which have the same singular values; an optimisation barrier alone is compiled
+    away), so the SVDs run in turn and the values are unchanged."""
+    entropies, previous = [], jnp.zeros((), jnp.float32)
+    for name in names:
+        h = stats.inputs[name]
+        previous = spectral_entropy(stats.weights[name], jnp.where(previous >= 0, h, -h))
+        entropies.append(previous)
+    return jnp.stack(entropies)
+
+
 def _unit(v: jax.Array) -> jax.Array:
     return v / jnp.maximum(jnp.linalg.norm(v), 1e-12)
 
@@ -153,7 +169,7 @@ def so_lora(rank: int = 4, alpha: float = 8.0, a_std: float | None = None, *, de
             params[name] = {"b": jnp.zeros((fan_out, rank))}
             mask[name] = jnp.ones((fan_out, rank))
         sizes = jnp.array([layers[n][1] * rank for n in names], jnp.float32)
-        entropy = jnp.stack([spectral_entropy(stats.weights[n], stats.inputs[n]) for n in names])
+        entropy = _entropies_one_at_a_time(stats, names)
         if budget == "compute":
             q = compute_max * batch_size / (compute_per_param * stats.examples)
         else:
@@ -200,8 +216,9 @@ def so_lora(rank: int = 4, alpha: float = 8.0, a_std: float | None = None, *, de
         message_mask = {n: {"b": mask[n]} for n in names}
         state = state._replace(params=values,
                                memory=state.memory | {"mask": mask, "rounds": rounds + 1})
-        return Message(values, message_mask, count, count * bits_per_param + extra_bits,
-                       (extra_params * bits_per_param + extra_bits).astype(jnp.float32)), state
+        setup = jnp.asarray(extra_params, jnp.float32)
+        return Message(values, message_mask, count, count * bits_per_param + extra_bits, setup,
+                       setup * bits_per_param + extra_bits), state
 
     def merge(state, mixed, control=None):
         exchange = False if control is None else control.get("exchange", False)
@@ -240,7 +257,7 @@ def so_lora(rank: int = 4, alpha: float = 8.0, a_std: float | None = None, *, de
         z = z * jnp.maximum(view.held, view.stored)[:, None]
         if k_moe:  # keep |z| ≥ its k-th largest value (exact up to ties of equal nonzero magnitude)
             flat = jnp.abs(z.reshape(*z.shape[:-2], -1))
-            kth = jax.lax.top_k(flat, min(k_moe, flat.shape[-1]))[0][..., -1:]
+            kth = kth_largest(flat, min(k_moe, flat.shape[-1]))
             z = jnp.where((flat >= kth).reshape(z.shape), z, 0.0)
         own = jax.nn.one_hot(view.index, view.held.shape[0])
         live = jax.lax.stop_gradient(state.memory["aggregate"][name]["b"])

@@ -101,7 +101,8 @@ def make_round_step(model_apply, method: Method, optimizer, local_steps: int, ba
     server topologies); with ``collision=True`` ``collision_empirical`` (:func:`neighbourhood_collision` of the
     sent masks; a dense message holds every position) and ``collision_analytic``
     (:func:`neighbourhood_collision_rate`); with a channel the :class:`~jaxdfl.network.d2d.LinkReport` fields
-    (energy and delay including the exchange).
+    (``energy_j`` including the exchange) and ``exchange_delay_s`` (the exchange is not bound by Γ).
+    A message's one-off setup part (:class:`~jaxdfl.adapters.base.Message`) is charged in full every time.
     """
     train = make_local_train(model_apply, method, optimizer, local_steps, batch_size, reset_state)
 
@@ -140,15 +141,15 @@ def make_round_step(model_apply, method: Method, optimizer, local_steps: int, ba
             bits = message.bits - message.setup_bits  # the one-off setup is not bound by the round's Γ
             w, report = deliver(w, bits, gain, channel.budget)
             x_delay, x_energy = broadcast_cost(crossing.T, bits, gain, channel.budget)
-            metrics |= report._replace(energy_j=report.energy_j + x_energy,
-                                       max_delay_s=jnp.maximum(report.max_delay_s, x_delay))._asdict()
+            metrics |= report._replace(energy_j=report.energy_j + x_energy)._asdict()
+            metrics["exchange_delay_s"] = x_delay
         adapter = jax.vmap(method.merge, in_axes=(0, 0, None))(adapter, mix(w, message), control or None)
         transmits = jnp.any((w * (1.0 - jnp.eye(m))) != 0, axis=0) | jnp.any(crossing, axis=0)
         metrics |= {
             "train_loss": loss.mean(),
             "device_loss": loss,
-            "uplink_params": jnp.where(transmits, message.count, 0).sum(),
-            "uplink_bits": jnp.where(transmits, message.bits, 0).sum(),
+            "uplink_params": jnp.sum(jnp.where(transmits, message.count - message.setup_count, 0) + message.setup_count),
+            "uplink_bits": jnp.sum(jnp.where(transmits, message.bits - message.setup_bits, 0) + message.setup_bits),
             "senders": transmits.sum(),
         }
         if collision:

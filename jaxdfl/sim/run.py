@@ -46,7 +46,7 @@ def _read_metrics(path: Path, upto_round: int) -> list[dict]:
 
 # per-round metrics the round program may return, logged as they come (see make_round_step)
 ROUND_METRICS = ("covariance_fro", "collision_empirical", "collision_analytic", "links", "delivered", "outages",
-                 "energy_j", "max_delay_s")
+                 "energy_j", "max_delay_s", "exchange_delay_s")
 
 
 def stored_after(sim: Simulation, round_: int) -> float:

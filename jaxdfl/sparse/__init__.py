@@ -1,6 +1,6 @@
 """Masks and top-k selection: exact kernels (:mod:`topk`) and LoRA update sparsifiers (:mod:`lora`)."""
 
 from jaxdfl.sparse.lora import SELECTORS, allocate, importance
-from jaxdfl.sparse.topk import descending_rank, random_k_mask, top_k_mask, top_k_per_row
+from jaxdfl.sparse.topk import descending_rank, kth_largest, random_k_mask, top_k_mask, top_k_per_row
 
-__all__ = ["SELECTORS", "allocate", "descending_rank", "importance", "random_k_mask", "top_k_mask", "top_k_per_row"]
+__all__ = ["SELECTORS", "allocate", "descending_rank", "importance", "kth_largest", "random_k_mask", "top_k_mask", "top_k_per_row"]
