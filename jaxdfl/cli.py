@@ -25,6 +25,10 @@ def _print_summary(summary: dict, out) -> None:
     print(f"trainable per device: {summary['trainable_params']:.0f} ({summary['trainable_pct']:.2f}% of the base's "
           f"{summary['base_params']}); sent per device and round: {summary['uplink_pct_per_round']:.2f}%; "
           f"uplink total: {summary['uplink_params_total']:.3g} parameters")
+    if "links_total" in summary:
+        clusters = f"; {summary['num_clusters']} clusters" if "cluster_labels" in summary else ""
+        print(f"network: {summary['delivered_total']:.0f} of {summary['links_total']:.0f} links delivered "
+              f"({summary['outages_total']:.0f} outages), {summary['energy_j_total']:.3g} J{clusters}")
     print(f"wrote {out}/: config.yaml metrics.jsonl summary.json curves.png checkpoints/")
 
 

@@ -82,3 +82,22 @@ def test_run_logs_the_wireless_metrics_every_round(tmp_path):
         assert r["num_clusters"] == len(set(summary["cluster_labels"]))
         assert r["collision_analytic"] <= 0.3 + 1e-6
     assert summary["links_total"] == summary["delivered_total"] + summary["outages_total"]
+
+
+def test_training_through_experts_sees_the_other_experts():
+    """With method.train_with_experts the forward pass is the mixture of held experts: identical to the own
+    adapter while every other expert's B is still zero (round 1), different once they hold values (round 2)."""
+    from conftest import SMALL
+
+    losses = {}
+    for flag in (False, True):
+        cfg = SMALL | {"method": {"name": "so_lora", "rank": 2, "density": 0.3, "moe_top_k": 0,
+                                  "train_with_experts": flag}, "model": {"adapt": ["q", "v"]}}
+        sim = build_simulation(load_config(cfg))
+        state = sim.init_fn(jax.random.key(0))
+        w = jnp.asarray(sim.topology.mixing(0))
+        state, m1 = sim.round_fn(state, w, jax.random.key(1))
+        state, m2 = sim.round_fn(state, w, jax.random.key(2))
+        losses[flag] = (float(m1["train_loss"]), float(m2["train_loss"]))
+    assert losses[True][0] == pytest.approx(losses[False][0], rel=1e-5)
+    assert abs(losses[True][1] - losses[False][1]) > 1e-3

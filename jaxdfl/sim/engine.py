@@ -145,11 +145,12 @@ def make_round_step(model_apply, method: Method, optimizer, local_steps: int, ba
             metrics["exchange_delay_s"] = x_delay
         adapter = jax.vmap(method.merge, in_axes=(0, 0, None))(adapter, mix(w, message), control or None)
         transmits = jnp.any((w * (1.0 - jnp.eye(m))) != 0, axis=0) | jnp.any(crossing, axis=0)
+        charged = lambda total, setup: jnp.sum(jnp.where(transmits, total - setup, 0) + setup)  # noqa: E731
         metrics |= {
             "train_loss": loss.mean(),
             "device_loss": loss,
-            "uplink_params": jnp.sum(jnp.where(transmits, message.count - message.setup_count, 0) + message.setup_count),
-            "uplink_bits": jnp.sum(jnp.where(transmits, message.bits - message.setup_bits, 0) + message.setup_bits),
+            "uplink_params": charged(message.count, message.setup_count),
+            "uplink_bits": charged(message.bits, message.setup_bits),
             "senders": transmits.sum(),
         }
         if collision:
