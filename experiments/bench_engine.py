@@ -141,7 +141,7 @@ def main():
               f"{'loop dev-steps/s':>16} {'speedup':>7} {'GFLOP/rnd':>9} {'vmapped GFLOP/s':>15} {'% of peak':>9} "
               f"{'loop % of peak':>14}")
     print(header)
-    wide = [f"model.checkpoint=random", f"model.dim={args.wide_dim}", f"model.mlp_dim={4 * args.wide_dim}"]
+    wide = ["model.checkpoint=random", f"model.dim={args.wide_dim}", f"model.mlp_dim={4 * args.wide_dim}"]
     runs = [(m, ()) for m in args.devices] + ([(max(args.devices), wide)] if args.wide_dim else [])
     for m, model_overrides in runs:
         row = bench(m, args.rounds, args.batch, args.local_steps, model_overrides)

@@ -34,6 +34,14 @@ def run_grid(config: str, variants: dict[str, list[str]], out_dir: Path, rounds:
     return results
 
 
+def write_rows_csv(path: Path, rows: list[dict]) -> None:
+    """One CSV row per dict, columns from the first."""
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def write_curves_csv(path: Path, results: dict[str, dict], fields: list[str]) -> None:
     """One row per (variant, round) with the given metric fields (blank where a round lacks one)."""
     with open(path, "w", newline="") as f:

@@ -2,7 +2,7 @@
 hard-routing MoE, the proposed method in one cluster and the proposed method in AGNES clusters, on the digits
 multi-task suite over the device-to-device wireless network.
 
-    python experiments/paper_a_a1.py               # ~12 min on 2 cores; results/paper_a/a1.{csv,md,png}
+    python experiments/paper_a_a1.py               # ~8 min on 2 cores; results/paper_a/a1.{csv,md,png}
     python experiments/paper_a_a1.py --rounds 3    # a smoke run
 
 Runs the bundled configs configs/paper_a/{fpft,lora,lori,hard_moe,so_lora_single,proposed}.yaml as they are
@@ -15,7 +15,6 @@ are printed beside ours, labelled as theirs.
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 import matplotlib
@@ -24,7 +23,7 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from common import Stopwatch, run_grid  # noqa: E402
+from common import Stopwatch, run_grid, write_rows_csv  # noqa: E402
 
 # label → (bundled config, extra overrides): the paper's six methods ...
 METHODS = {
@@ -81,10 +80,7 @@ def main():
     tasks = [k.removeprefix("acc_") for k in rows[0] if k.startswith("acc_") and k != "acc_mean"]
 
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "a1.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows_csv(out / "a1.csv", rows)
 
     lines = ["| method | trainable % | sent %/round | " + " | ".join(tasks) + " | mean | own task | collision | "
              "outages / links | energy (J) | paper: params % | paper: trans. % | paper: avg. acc |",

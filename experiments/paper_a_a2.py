@@ -1,7 +1,7 @@
 """A2 — Paper A Fig. 4 analog: average test accuracy against the number of devices (5…15) for every method of
 A1, on the digits multi-task suite over the device-to-device wireless network.
 
-    python experiments/paper_a_a2.py                        # ~25 min on 2 cores; results/paper_a/a2.{csv,png}
+    python experiments/paper_a_a2.py                        # ~11 min on 2 cores; results/paper_a/a2.{csv,png}
     python experiments/paper_a_a2.py --devices 5 10 --rounds 3
 
 Each point is one run of A1's config with ``num_devices`` set (one task per device, tasks dealt round-robin).
@@ -10,7 +10,6 @@ Each point is one run of A1's config with ``num_devices`` set (one task per devi
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 import matplotlib
@@ -18,7 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from common import Stopwatch  # noqa: E402
+from common import Stopwatch, write_rows_csv  # noqa: E402
 from paper_a_a1 import METHODS, run_methods  # noqa: E402
 
 
@@ -37,10 +36,7 @@ def main():
             rows.append({"method": label, "devices": m, "accuracy": s["final_accuracy"],
                          "own_task_accuracy": s.get("own_task_accuracy", ""), "num_clusters": s["num_clusters"],
                          "outages": s["outages_total"], "links": s["links_total"], "wall_s": s["wall_s"]})
-    with open(out / "a2.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows_csv(out / "a2.csv", rows)
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for i, label in enumerate(METHODS):

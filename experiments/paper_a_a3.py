@@ -1,7 +1,7 @@
 """A3 — Paper A Fig. 6 analog: the parameter collision rate against the number of devices for LoRA, LoRI and
 the proposed method (AGNES clusters under S_max), over the device-to-device network.
 
-    python experiments/paper_a_a3.py                  # ~6 min on 2 cores; results/paper_a/a3.{csv,png}
+    python experiments/paper_a_a3.py                  # ~5 min on 2 cores; results/paper_a/a3.{csv,png}
     python experiments/paper_a_a3.py --devices 5 9 --rounds 2
 
 Collision is measured every round over each device's aggregation set (the devices whose messages it mixes,
@@ -13,7 +13,6 @@ Masks are fixed after the first round, so a few rounds per run suffice (default 
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 import matplotlib
@@ -22,7 +21,7 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from common import Stopwatch  # noqa: E402
+from common import Stopwatch, write_rows_csv  # noqa: E402
 from paper_a_a1 import METHODS, run_methods  # noqa: E402
 
 COMPARED = ("LoRA", "LoRI", "Proposed")
@@ -47,10 +46,7 @@ def main():
                          "collision_analytic": float(np.mean([r["collision_analytic"] for r in recs])),
                          "collision_empirical": float(np.mean([r["collision_empirical"] for r in recs])),
                          "num_clusters": s["num_clusters"]})
-    with open(out / "a3.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows_csv(out / "a3.csv", rows)
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for i, label in enumerate(COMPARED):

@@ -1,7 +1,7 @@
 """A4 — Paper A Fig. 5 analog: spectral entropy (A(20)–(21)) and the allocated density (A(22), with min) of every
 adapted layer, for two tasks, with LoRI's uniform density for reference.
 
-    python experiments/paper_a_a4.py                      # ~20 s on 2 cores; results/paper_a/a4.{csv,png}
+    python experiments/paper_a_a4.py                      # ~10 s on 2 cores; results/paper_a/a4.{csv,png}
     python experiments/paper_a_a4.py --tasks shift mirror
 
 Builds the proposed method's simulation (configs/paper_a/proposed.yaml) and reads what each device computed at
