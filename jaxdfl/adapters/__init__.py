@@ -40,5 +40,5 @@ def make_method(method_cfg, batch_size: int = 32) -> Method:
     raise ValueError(f"unknown method {method_cfg.name!r}")  # unreachable: the config's Literal checks names
 
 
-__all__ = ["DELTA_METHODS", "AdapterState", "ExpertView", "Message", "Method", "Mixed", "full", "lora", "make_method", "num_params",
-           "so_lora", "sparse_lora"]
+__all__ = ["DELTA_METHODS", "AdapterState", "ExpertView", "Message", "Method", "Mixed", "full", "lora", "make_method",
+           "num_params", "so_lora", "sparse_lora"]

@@ -60,12 +60,12 @@ def neighbourhood_collision_rate(w: jax.Array, masks) -> jax.Array:
     return jnp.mean(per_leaf @ sizes / sizes.sum())
 
 
-def expert_views(method: Method, adapter, w: jax.Array, stored: jax.Array) -> ExpertView:
+def expert_views(method: Method, adapter, w: jax.Array, stored) -> ExpertView:
     """Every device's :class:`ExpertView`, leaves ``[M, ...]`` except ``experts`` (shared, unmapped): the
-    devices it aggregates with under ``w`` (held) and the stored experts of other clusters (``stored``
-    ``[M, M]``)."""
-    m = w.shape[0]
-    return ExpertView(jax.vmap(method.expert)(adapter), (w != 0).astype(jnp.float32), stored, jnp.arange(m))
+    devices it aggregates with under ``w`` (held) and, when the scalar flag ``stored`` is on, the stored
+    experts of the devices it gives zero weight (the other clusters, after an exchange)."""
+    held = (w != 0).astype(jnp.float32)
+    return ExpertView(jax.vmap(method.expert)(adapter), held, (1.0 - held) * stored, jnp.arange(w.shape[0]))
 
 
 class Channel(NamedTuple):
@@ -109,7 +109,6 @@ def make_round_step(model_apply, method: Method, optimizer, local_steps: int, ba
     def round_step(state: SimState, base, x, y, n, w, key, active=None, control=None, positions=None):
         m = w.shape[0]
         control = control or {}
-        stored = (w == 0).astype(jnp.float32) * control.get("stored", 0.0)
         if active is None:
             part, data = state, (x, y, n)
         else:
@@ -119,7 +118,7 @@ def make_round_step(model_apply, method: Method, optimizer, local_steps: int, ba
         k_train, k_encode, k_fade = jax.random.split(key, 3)
         view, view_axes = None, None
         if method.local_experts:
-            view = expert_views(method, state.adapter, w, stored)
+            view = expert_views(method, state.adapter, w, control.get("stored", 0.0))
             if active is not None:
                 view = view._replace(held=view.held[active], stored=view.stored[active], index=view.index[active])
             view_axes = ExpertView(None, 0, 0, 0)
@@ -189,7 +188,7 @@ def make_evaluate(model_apply, method: Method) -> Callable:
     def evaluate(adapter, base, test_x, test_y, test_n, w, stored=0.0):
         view, view_axes = None, None
         if method.infer is not None:
-            view = expert_views(method, adapter, w, (w == 0).astype(jnp.float32) * stored)
+            view = expert_views(method, adapter, w, stored)
             view_axes = ExpertView(None, 0, 0, 0)
         return jax.vmap(one_device, in_axes=(0, view_axes, None, None, None, None))(
             adapter, view, base, test_x, test_y, test_n)

@@ -224,7 +224,8 @@ def run(config: str | Path | dict | Config | None = None, overrides=(), out: str
         checkpointer.close()
 
     if acc is None:  # resumed at the very end: evaluate the restored state
-        acc = np.asarray(sim.evaluate_fn(state, sim.topology.mixing(cfg.rounds - 1), stored_after(sim, cfg.rounds - 1)))
+        last = cfg.rounds - 1
+        acc = np.asarray(sim.evaluate_fn(state, sim.topology.mixing(last), stored_after(sim, last)))
     summary = summarize(sim, state, records, initial, acc, time.time() - start)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     from jaxdfl.plotting import plot_run
