@@ -57,7 +57,7 @@ def round_flops(sim, w, key) -> float:
     """FLOPs of one round. XLA's cost analysis counts a scan body once, whatever its trip count, so count a
     one-step round and multiply by E (the mixing after training is a negligible extra)."""
     cfg = sim.config
-    one_step = make_round_step(sim.model.apply, sim.method, sim.optimizer, 1, cfg.batch_size)
+    one_step = make_round_step(sim.objective, sim.method, sim.optimizer, 1, cfg.batch_size)
     state = sim.init_fn(jax.random.key(0))
     lowered = jax.jit(lambda s, w, k: one_step(s, sim.base, *sim.device_data, w, k)).lower(state, w, key)
     return cfg.local_steps * flops_of(lowered.compile())
@@ -82,7 +82,7 @@ def bench(num_devices: int, rounds: int, batch: int, local_steps: int, model_ove
     vmapped_s = (time.perf_counter() - t) / rounds
 
     # --- loop: the same one-device training, called once per device from Python
-    train = jax.jit(make_local_train(sim.model.apply, sim.method, sim.optimizer, local_steps, batch, False))
+    train = jax.jit(make_local_train(sim.objective.loss, sim.method, sim.optimizer, local_steps, batch, False))
     method = sim.method
 
     @jax.jit

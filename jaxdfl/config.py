@@ -30,11 +30,17 @@ def _require(ok: bool, key: str, message: str) -> None:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The frozen base model and where adapters attach."""
+    """The frozen base model and where adapters attach.
 
-    name: Literal["tiny_vit"] = "tiny_vit"
-    checkpoint: str = "bundled"  # "bundled" (shipped digits-pretrained weights), "random", or a .safetensors path
+    ``tiny_vit``: the bundled digits ViT (``checkpoint``: ``bundled``, ``random`` or a ``.safetensors`` file
+    written by jaxdfl). ``pretrained``: :func:`jaxdfl.models.from_pretrained` on ``checkpoint``: a known name
+    (``smollm2-135m-instruct``), a local Hugging Face directory (Llama, Qwen2, ViT) or a ``.gguf`` file.
+    """
+
+    name: Literal["tiny_vit", "pretrained"] = "tiny_vit"
+    checkpoint: str = "bundled"
     adapt: tuple[str, ...] = ("q", "k", "v", "o", "up", "down", "head")  # linear maps that get adapters
+    dtype: Literal["float32", "bfloat16"] = "float32"  # of the frozen base weights (pretrained)
     # Size of a "random" model (null = the bundled model's size); a loaded checkpoint carries its own.
     dim: int | None = None
     depth: int | None = None
@@ -42,9 +48,12 @@ class ModelConfig:
     mlp_dim: int | None = None
 
     def __post_init__(self):
-        allowed = ("embed", "q", "k", "v", "o", "up", "down", "head")
+        allowed = ("embed", "q", "k", "v", "o", "gate", "up", "down", "head")
         bad = [a for a in self.adapt if a not in allowed]
         _require(not bad and len(self.adapt) > 0, "adapt", f"got {list(self.adapt)}; choose from {list(allowed)}")
+        _require(self.name == "tiny_vit" or self.checkpoint not in ("bundled", "random"), "checkpoint",
+                 "name: pretrained needs a checkpoint: a known name (smollm2-135m-instruct), a Hugging Face "
+                 "directory or a .gguf file")
         for key in ("dim", "depth", "heads", "mlp_dim"):
             value = getattr(self, key)
             _require(value is None or self.checkpoint == "random", key,
@@ -56,24 +65,51 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """The multi-task digits suite and how its training data is split over devices."""
+    """The tasks and how their training data is split over devices.
 
-    name: Literal["digits_multitask"] = "digits_multitask"
+    ``digits_multitask``: the digits suite (images; ``tasks`` from its transforms). ``text_tasks``: text task
+    families jaxdfl generates (``reading``, ``arithmetic``, ``code``, ``commonsense``). ``text_files``: local
+    copies of public benchmarks (``tasks`` from boolq, piqa, siqa, arc, hellaswag, gsm8k), one training file and
+    one test file per task. Text needs a decoder model (``model.name: pretrained``).
+    """
+
+    name: Literal["digits_multitask", "text_tasks", "text_files"] = "digits_multitask"
     tasks: tuple[str, ...] = ("shift", "rot90", "invert", "mirror")
     partition: Literal["task_per_device", "iid", "shards", "dirichlet"] = "task_per_device"
     num_shards: int = 2  # label shards per device ("shards")
     dirichlet_alpha: float = 0.5  # concentration ("dirichlet"); small = more skewed
-    test_fraction: float = 0.25  # of each task's images held out for evaluation
+    test_fraction: float = 0.25  # of each task's images held out for evaluation (digits)
+    train_per_task: int = 64  # text: training examples per task (text_files: at most)
+    test_per_task: int = 32  # text: test examples per task (text_files: at most)
+    max_tokens: int = 256  # text: longest prompt + reply, in tokens
+    train_files: tuple[str, ...] = ()  # text_files: one per task, in the order of tasks
+    test_files: tuple[str, ...] = ()
 
     def __post_init__(self):
-        from jaxdfl.data.digits import TASKS
+        if self.name == "digits_multitask":
+            from jaxdfl.data.digits import TASKS
+        elif self.name == "text_tasks":
+            from jaxdfl.data.text_tasks import TASKS
+        else:
+            from jaxdfl.data.text_datasets import LOADERS as TASKS
 
         bad = [t for t in self.tasks if t not in TASKS]
-        _require(not bad and len(self.tasks) > 0, "tasks", f"got {list(self.tasks)}; choose from {sorted(TASKS)}")
+        _require(not bad and len(self.tasks) > 0, "tasks", f"got {list(self.tasks)}; with name: {self.name} choose "
+                 f"from {sorted(TASKS)}")
         _require(len(set(self.tasks)) == len(self.tasks), "tasks", "a task is listed twice")
+        if self.name == "text_files":
+            for key in ("train_files", "test_files"):
+                _require(len(getattr(self, key)) == len(self.tasks), key,
+                         f"needs one file per task ({len(self.tasks)}), got {len(getattr(self, key))}")
         _require(self.num_shards >= 1, "num_shards", f"must be >= 1, got {self.num_shards}")
         _require(self.dirichlet_alpha > 0, "dirichlet_alpha", f"must be > 0, got {self.dirichlet_alpha}")
         _require(0 < self.test_fraction < 1, "test_fraction", f"must be in (0, 1), got {self.test_fraction}")
+        for key in ("train_per_task", "test_per_task", "max_tokens"):
+            _require(getattr(self, key) >= 1, key, f"must be >= 1, got {getattr(self, key)}")
+
+    @property
+    def is_text(self) -> bool:
+        return self.name != "digits_multitask"
 
 
 @dataclass(frozen=True)

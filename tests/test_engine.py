@@ -47,7 +47,7 @@ def test_server_round_sends_k_models_and_everyone_gets_the_global_one():
 def test_gradient_flows_through_the_mixing_matrix(sim):
     """d/dW of Σ_i ||Σ_j W_ij L_j||² is 2<y_i, L_j>: the round program is differentiable in the topology."""
     cfg = sim.config
-    step = make_round_step(sim.model.apply, sim.method, sim.optimizer, cfg.local_steps, cfg.batch_size)
+    step = make_round_step(sim.objective, sim.method, sim.optimizer, cfg.local_steps, cfg.batch_size)
     state = sim.init_fn(jax.random.key(0))
     key = jax.random.key(7)
 

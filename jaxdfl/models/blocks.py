@@ -2,7 +2,7 @@
 
 Every linear map goes through :func:`linear`, which calls the adapter hook ``hook(name, x) -> dy | None``
 with the map's input; a returned ``dy`` is added to its output. Weights of a linear map named ``name`` are
-``params[name] = {"w": [in, out], "b": [out]}``.
+``params[name] = {"w": [in, out], "b": [out]}`` (``"b"`` absent for a map without bias).
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ Hook = Callable[[str, jax.Array], jax.Array | None]
 
 def linear(params: dict, name: str, x: jax.Array, hook: Hook | None) -> jax.Array:
     """``x @ w + b`` (+ the hook's ``dy``), ``x`` ``[..., in]`` → ``[..., out]``."""
-    y = x @ params[name]["w"] + params[name]["b"]
+    y = x @ params[name]["w"]
+    if "b" in params[name]:
+        y = y + params[name]["b"]
     if hook is not None and (dy := hook(name, x)) is not None:
         y = y + dy
     return y

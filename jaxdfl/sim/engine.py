@@ -20,11 +20,13 @@ from jaxdfl import data as data_lib
 from jaxdfl.adapters import ExpertView, Method, make_method, num_params
 from jaxdfl.adapters.so_lora import DeviceStats
 from jaxdfl.config import Config
+from jaxdfl.errors import ConfigError
 from jaxdfl.control.server import ServerController, build_controller, effective_config
 from jaxdfl.metrics import collision_rate, lora_covariance
 from jaxdfl.models import Model, adapted_layers, load_model
 from jaxdfl.network.d2d import LinkBudget, broadcast_cost, channel_gains, deliver, distances, trajectory
-from jaxdfl.sim.local import make_local_train
+from jaxdfl.sim.local import adapter_hook, make_local_train
+from jaxdfl.sim.objective import Objective, choice_likelihood, classification
 from jaxdfl.sim.mesh import make_mesh, replicated, sharded
 from jaxdfl.sim.state import SimState
 from jaxdfl.topology import Topology, agnes_clusters, build_topology, mix
@@ -75,7 +77,7 @@ class Channel(NamedTuple):
     min_distance: float
 
 
-def make_round_step(model_apply, method: Method, optimizer, local_steps: int, batch_size: int,
+def make_round_step(objective: Objective, method: Method, optimizer, local_steps: int, batch_size: int,
                     reset_state: bool = False, covariance: bool = False, collision: bool = False,
                     channel: Channel | None = None) -> Callable:
     """``round_step(state, base, x, y, n, w, key, active=None, control=None, positions=None)
@@ -104,7 +106,7 @@ def make_round_step(model_apply, method: Method, optimizer, local_steps: int, ba
     (``energy_j`` including the exchange) and ``exchange_delay_s`` (the exchange is not bound by Γ).
     A message's one-off setup part (:class:`~jaxdfl.adapters.base.Message`) is charged in full every time.
     """
-    train = make_local_train(model_apply, method, optimizer, local_steps, batch_size, reset_state)
+    train = make_local_train(objective.loss, method, optimizer, local_steps, batch_size, reset_state)
 
     def round_step(state: SimState, base, x, y, n, w, key, active=None, control=None, positions=None):
         m = w.shape[0]
@@ -164,7 +166,7 @@ def make_round_step(model_apply, method: Method, optimizer, local_steps: int, ba
     return round_step
 
 
-def make_evaluate(model_apply, method: Method) -> Callable:
+def make_evaluate(objective: Objective, method: Method) -> Callable:
     """``evaluate(adapter, base, test_x, test_y, test_n, w, stored=0.0) -> accuracy [M, T]``: every device's
     model on every task's test set (``test_x`` ``[T, m_max, ...]``, rows past ``test_n[t]`` ignored).
 
@@ -174,13 +176,11 @@ def make_evaluate(model_apply, method: Method) -> Callable:
     Others use their own adapter; ``w`` is then unused."""
 
     def one_device(adapter, view, base, test_x, test_y, test_n):
-        hook = lambda name, h: method.delta(adapter, name, h)  # noqa: E731
-        if method.infer is not None:
-            hook = lambda name, h: method.infer(adapter, name, h, view)  # noqa: E731
+        hook = adapter_hook(method, adapter, view if method.infer is not None else None)
 
         def one_task(args):
             x, y, n = args
-            correct = model_apply(base, x, hook=hook).argmax(-1) == y
+            correct = objective.scores(base, x, hook).argmax(-1) == y
             return jnp.where(jnp.arange(y.shape[0]) < n, correct, False).sum() / n
 
         return jax.lax.map(one_task, (test_x, test_y, test_n))
@@ -196,7 +196,23 @@ def make_evaluate(model_apply, method: Method) -> Callable:
     return evaluate
 
 
-def make_capture(model_apply, layers: dict[str, tuple[int, int]], examples: int) -> Callable:
+def make_evaluate_base(objective: Objective) -> Callable:
+    """``evaluate_base(base, test_x, test_y, test_n) -> accuracy [T]``: the frozen base model alone (what every
+    device answers before training, since every method starts from a zero delta), at 1/M of the cost of
+    :func:`make_evaluate`."""
+
+    def evaluate_base(base, test_x, test_y, test_n):
+        def one_task(args):
+            x, y, n = args
+            correct = objective.scores(base, x, None).argmax(-1) == y
+            return jnp.where(jnp.arange(y.shape[0]) < n, correct, False).sum() / n
+
+        return jax.lax.map(one_task, (test_x, test_y, test_n))
+
+    return evaluate_base
+
+
+def make_capture(model_forward, layers: dict[str, tuple[int, int]], examples: int) -> Callable:
     """``capture(base, x, n) -> DeviceStats`` for one device: the inputs H⁰ of every adapted linear map in the
     frozen base model on the device's first ``examples`` examples (``x`` ``[n_max, ...]``, ``n`` real ones),
     taken through the model's hook. Rows of padding examples are zero."""
@@ -212,7 +228,7 @@ def make_capture(model_apply, layers: dict[str, tuple[int, int]], examples: int)
                 seen[name] = (rows.reshape(-1, h.shape[-1]), valid.sum() * (rows.size // h.shape[0] // h.shape[-1]))
             return None
 
-        model_apply(base, x, hook=hook)
+        model_forward(base, x, hook)
         inputs = {name: rows for name, (rows, _) in seen.items()}
         weights = {name: base[name]["w"].T for name in layers}
         return DeviceStats(inputs, next(iter(seen.values()))[1], n.astype(jnp.float32), weights)
@@ -225,6 +241,7 @@ class Simulation(NamedTuple):
 
     config: Config  # as run: under TSFA, method.rank is the offline choice
     model: Model
+    objective: Objective  # what local training minimises and evaluation scores
     base: Any  # frozen base weights, replicated (stored once, shared by every simulated device)
     method: Method
     optimizer: optax.GradientTransformation
@@ -240,6 +257,7 @@ class Simulation(NamedTuple):
     # jitted evaluate(state, w, stored=0.0) -> [M, T] ([1, T] under a server: the global model); w is the
     # planned mixing matrix (who holds whose expert, for implicit MoE), stored the topology's flag
     evaluate_fn: Callable
+    base_accuracy_fn: Callable  # jitted () -> [T]: the base model alone on every task
     controller: ServerController | None = None  # per-round ratio/bandwidth control (TSFA, OSFA), if configured
     positions: Callable[[int], np.ndarray | None] = lambda round_: None  # device positions per round (d2d)
 
@@ -272,6 +290,16 @@ def cluster_labels(cfg: Config, method: Method, state: SimState, positions: np.n
                           path_loss_exp=net.path_loss_exp, min_distance=net.min_distance)
 
 
+def make_objective(model: Model, data: data_lib.FederatedData, data_name: str) -> Objective:
+    """Multiple-choice likelihood for text on a decoder, cross-entropy for images on a classifier."""
+    if model.is_decoder != (data.reply_len > 0):
+        need = "an image classifier (model.name: tiny_vit, or a ViT)" if model.is_decoder else "a decoder LM"
+        raise ConfigError(f"data.name: {data_name} needs {need}; the model is {model.name!r}")
+    if model.is_decoder:
+        return choice_likelihood(model.spec, data.reply_len)
+    return classification(model.apply)
+
+
 def build_simulation(cfg: Config) -> Simulation:
     """Load the model and data, build the method, topology and the jitted round program for ``cfg``."""
     model, base = load_model(cfg.model, cfg.seed)
@@ -282,7 +310,8 @@ def build_simulation(cfg: Config) -> Simulation:
         cfg = effective_config(cfg, controller)  # TSFA: the offline stage fixes the rank before training
     method = make_method(cfg.method, cfg.batch_size)
     optimizer = make_optimizer(cfg.optimizer)
-    data = data_lib.build(cfg.data, cfg.num_devices, cfg.seed)
+    data = data_lib.build(cfg.data, cfg.num_devices, cfg.seed, tokenizer=model.tokenizer)
+    objective = make_objective(model, data, cfg.data.name)
     mesh = make_mesh(cfg.num_devices)
     on_devices, everywhere = sharded(mesh), replicated(mesh)
     base = jax.device_put(base, everywhere)
@@ -294,7 +323,7 @@ def build_simulation(cfg: Config) -> Simulation:
         if not cfg.method.per_device_init:
             k_adapter = jnp.broadcast_to(jax.random.fold_in(key, 0), (cfg.num_devices,))
         if method.needs_stats:
-            capture = make_capture(model.apply, layers, cfg.method.calib_examples)
+            capture = make_capture(objective.forward, layers, cfg.method.calib_examples)
             stats = jax.vmap(capture, in_axes=(None, 0, 0))(base, x, n)
             adapter = jax.vmap(lambda k, s: method.init(k, layers, s))(k_adapter, stats)
         else:
@@ -314,17 +343,19 @@ def build_simulation(cfg: Config) -> Simulation:
     topology = build_topology(cfg.topology, cfg.num_devices, data.n, cfg.seed, data.task_of_device, labels)
 
     server = cfg.topology.name == "server"
-    round_step = make_round_step(model.apply, method, optimizer, cfg.local_steps, cfg.batch_size,
+    round_step = make_round_step(objective, method, optimizer, cfg.local_steps, cfg.batch_size,
                                  cfg.optimizer.reset_state, covariance=server and cfg.method.name != "full",
                                  collision=not server, channel=channel)
     round_fn = jax.jit(lambda state, w, key, active=None, control=None, positions=None:
                        round_step(state, base, *device_data, w, key, active, control, positions),
                        out_shardings=(on_devices, everywhere), donate_argnums=0)
-    evaluate = make_evaluate(model.apply, method)
+    evaluate = make_evaluate(objective, method)
     # Under a server every device holds the same global model after merging: evaluate one copy of it.
     rows = (lambda a: a[:1]) if server else (lambda a: a)
     evaluate_fn = jax.jit(lambda state, w, stored=0.0: evaluate(jax.tree.map(rows, state.adapter), base,
                                                                 *test_data, rows(w), stored),
                           out_shardings=everywhere)
-    return Simulation(cfg, model, base, method, optimizer, data, device_data, test_data, topology, mesh, layers,
-                      init_fn, round_fn, evaluate_fn, controller, positions)
+    base_accuracy_fn = functools.partial(jax.jit(make_evaluate_base(objective), out_shardings=everywhere), base,
+                                         *test_data)
+    return Simulation(cfg, model, objective, base, method, optimizer, data, device_data, test_data, topology, mesh,
+                      layers, init_fn, round_fn, evaluate_fn, base_accuracy_fn, controller, positions)

@@ -8,27 +8,23 @@ import optax
 from jaxdfl.adapters.base import AdapterState, ExpertView, Method
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-
-
-def adapted_apply(model_apply, method: Method, base, state: AdapterState, x: jax.Array,
-                  view: ExpertView | None = None) -> jax.Array:
-    """The base model with this device's adapter attached through the hook: ``method.delta``, or with an
+def adapter_hook(method: Method, state: AdapterState, view: ExpertView | None = None):
+    """The hook that attaches this device's adapter to the base model: ``method.delta``, or with an
     :class:`ExpertView` ``method.infer`` (the mixture of every expert the device holds)."""
     if view is None:
-        return model_apply(base, x, hook=lambda name, h: method.delta(state, name, h))
-    return model_apply(base, x, hook=lambda name, h: method.infer(state, name, h, view))
+        return lambda name, h: method.delta(state, name, h)
+    return lambda name, h: method.infer(state, name, h, view)
 
 
-def make_local_train(model_apply, method: Method, optimizer: optax.GradientTransformation, local_steps: int,
+def make_local_train(model_loss, method: Method, optimizer: optax.GradientTransformation, local_steps: int,
                      batch_size: int, reset_state: bool):
     """Returns ``train(state, opt_state, base, x, y, n, key, view=None) -> (state, opt_state, mean_loss)`` for
-    one device.
+    one device, with ``model_loss(base, x, y, hook) -> scalar`` (an :class:`~jaxdfl.sim.objective.Objective`'s
+    ``loss``).
 
     ``x`` ``[n_max, ...]``, ``y`` ``[n_max]`` are the device's padded data and ``n`` its real size; each
     step draws a mini-batch of ``batch_size`` indices uniformly from ``[0, n)``. With a ``view`` the forward
-    pass is the device's mixture of held experts (:func:`adapted_apply`).
+    pass is the device's mixture of held experts (:func:`adapter_hook`).
     """
 
     def train(state: AdapterState, opt_state, base, x, y, n, key, view=None):
@@ -37,8 +33,7 @@ def make_local_train(model_apply, method: Method, optimizer: optax.GradientTrans
 
         def loss_fn(params, xb, yb):
             adapter = state._replace(params=params)
-            logits = adapted_apply(model_apply, method, base, adapter, xb, view)
-            return cross_entropy(logits, yb) + method.regularizer(adapter)
+            return model_loss(base, xb, yb, adapter_hook(method, adapter, view)) + method.regularizer(adapter)
 
         def step(carry, k):
             params, s = carry

@@ -168,7 +168,7 @@ def run(config: str | Path | dict | Config | None = None, overrides=(), out: str
     sim = build_simulation(cfg)
     key = jax.random.key(cfg.seed)
     state = sim.init_fn(jax.random.fold_in(key, 0))
-    initial = _accuracy_record(np.asarray(sim.evaluate_fn(state, sim.topology.mixing(0))), sim)
+    initial = _accuracy_record(np.asarray(sim.base_accuracy_fn())[None], sim)  # every method starts at the base
     clusters = _num_clusters(sim.topology)
     checkpointer = Checkpointer(out / "checkpoints")
     done = 0
