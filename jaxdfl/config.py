@@ -70,10 +70,11 @@ class DataConfig:
     ``digits_multitask``: the digits suite (images; ``tasks`` from its transforms). ``text_tasks``: text task
     families jaxdfl generates (``reading``, ``arithmetic``, ``code``, ``commonsense``). ``text_files``: local
     copies of public benchmarks (``tasks`` from boolq, piqa, siqa, arc, hellaswag, gsm8k), one training file and
-    one test file per task. Text needs a decoder model (``model.name: pretrained``).
+    one test file per task. Text needs a decoder model (``model.name: pretrained``). ``cifar100``: a local copy
+    of CIFAR-100 under ``root`` (``tasks: [cifar100]``), for a pretrained ViT.
     """
 
-    name: Literal["digits_multitask", "text_tasks", "text_files"] = "digits_multitask"
+    name: Literal["digits_multitask", "text_tasks", "text_files", "cifar100"] = "digits_multitask"
     tasks: tuple[str, ...] = ("shift", "rot90", "invert", "mirror")
     partition: Literal["task_per_device", "iid", "shards", "dirichlet"] = "task_per_device"
     num_shards: int = 2  # label shards per device ("shards")
@@ -84,12 +85,15 @@ class DataConfig:
     max_tokens: int = 256  # text: longest prompt + reply, in tokens
     train_files: tuple[str, ...] = ()  # text_files: one per task, in the order of tasks
     test_files: tuple[str, ...] = ()
+    root: str = ""  # cifar100: the cifar-100-python folder (or the folder holding it)
 
     def __post_init__(self):
         if self.name == "digits_multitask":
             from jaxdfl.data.digits import TASKS
         elif self.name == "text_tasks":
             from jaxdfl.data.text_tasks import TASKS
+        elif self.name == "cifar100":
+            TASKS = ("cifar100",)
         else:
             from jaxdfl.data.text_datasets import LOADERS as TASKS
 
@@ -109,7 +113,7 @@ class DataConfig:
 
     @property
     def is_text(self) -> bool:
-        return self.name != "digits_multitask"
+        return self.name in ("text_tasks", "text_files")
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -16,14 +17,16 @@ class FederatedData(NamedTuple):
 
     Attributes:
       x: ``[devices, n_max, 8, 8]`` training images (rows past ``n[i]`` are padding), or for text
-        ``[devices, n_max, choices, 2, L]`` packed token ids (:mod:`jaxdfl.data.text_encoding`).
+        ``[devices, n_max, 4, L]`` packed examples (:mod:`jaxdfl.data.text_encoding`).
       y: ``[devices, n_max]`` labels.
       n: ``[devices]`` number of real examples per device.
       task_of_device: ``[devices]`` task index of each device, or -1 when its data mixes tasks.
       test_x: ``[tasks, m_max, 8, 8]``; test_y: ``[tasks, m_max]``; test_n: ``[tasks]``.
       task_names: names of the tasks, in test-set order.
       chance: majority-class accuracy of each task's test set.
-      reply_len: text only, the longest reply in tokens (0 for images).
+      num_choices, reply_tokens: text only, the most choices and the most reply tokens (all choices) of any
+        example (0 for images).
+      test_examples: text only, every task's test examples as text (for exact match of generated answers).
     """
 
     x: np.ndarray
@@ -35,7 +38,9 @@ class FederatedData(NamedTuple):
     test_n: np.ndarray
     task_names: tuple[str, ...]
     chance: tuple[float, ...]
-    reply_len: int = 0
+    num_choices: int = 0
+    reply_tokens: int = 0
+    test_examples: tuple[tuple, ...] | None = None
 
 
 def _pad_stack(arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -49,9 +54,9 @@ def _pad_stack(arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 TEXT_SPLIT_SEED = 20261124  # generated text tasks are the same for every run seed, like the digits split
 
 
-def text_splits(data_cfg, tokenizer) -> tuple[list[TaskSplit], int]:
-    """Every text task's train and test examples, encoded to one shape (``[n, choices, 2, L]``), and the
-    longest reply in tokens."""
+def text_splits(data_cfg, tokenizer) -> tuple[list[TaskSplit], tuple[int, int], tuple[tuple, ...]]:
+    """Every text task's train and test examples, encoded to one shape (``[n, 4, L]``), the static sizes
+    ``(num_choices, reply_tokens)``, and every task's test examples as text."""
     from jaxdfl.data import text_datasets, text_encoding, text_tasks
 
     if tokenizer is None:
@@ -61,25 +66,29 @@ def text_splits(data_cfg, tokenizer) -> tuple[list[TaskSplit], int]:
         pairs = [text_tasks.task_split(t, data_cfg.train_per_task, data_cfg.test_per_task, TEXT_SPLIT_SEED)
                  for t in data_cfg.tasks]
     else:
-        pairs = [(text_datasets.load_dataset_file(t, train, limit=data_cfg.train_per_task),
-                  text_datasets.load_dataset_file(t, test, limit=data_cfg.test_per_task))
+        pairs = [(text_datasets.load_dataset_file(t, Path(train).expanduser(), limit=data_cfg.train_per_task),
+                  text_datasets.load_dataset_file(t, Path(test).expanduser(), limit=data_cfg.test_per_task))
                  for t, train, test in zip(data_cfg.tasks, data_cfg.train_files, data_cfg.test_files)]
     examples = [ex for pair in pairs for part in pair for ex in part]
-    x, y, reply_len = text_encoding.encode(examples, tokenizer, data_cfg.max_tokens)
+    x, y, num_choices, reply_tokens = text_encoding.encode(examples, tokenizer, data_cfg.max_tokens)
     splits, at = [], 0
     for name, (train, test) in zip(data_cfg.tasks, pairs):
         a, b, c = at, at + len(train), at + len(train) + len(test)
         splits.append(TaskSplit(name, x[a:b], y[a:b], x[b:c], y[b:c]))
         at = c
-    return splits, reply_len
+    return splits, (num_choices, reply_tokens), tuple(tuple(test) for _, test in pairs)
 
 
 def build(data_cfg, num_devices: int, seed: int, tokenizer=None) -> FederatedData:
     """Build the tasks and split their training examples over ``num_devices`` devices (text tasks are
     tokenized with ``tokenizer``)."""
-    reply_len = 0
+    sizes, test_examples = (0, 0), None
     if data_cfg.is_text:
-        splits, reply_len = text_splits(data_cfg, tokenizer)
+        splits, sizes, test_examples = text_splits(data_cfg, tokenizer)
+    elif data_cfg.name == "cifar100":
+        from jaxdfl.data.cifar100 import load_cifar100
+
+        splits = [load_cifar100(data_cfg.root)]
     else:
         splits = task_splits(data_cfg.tasks, data_cfg.test_fraction)
     x_pool = np.concatenate([s.x_train for s in splits])
@@ -106,7 +115,8 @@ def build(data_cfg, num_devices: int, seed: int, tokenizer=None) -> FederatedDat
     test_x, test_n = _pad_stack([s.x_test for s in splits])
     test_y, _ = _pad_stack([s.y_test for s in splits])
     return FederatedData(x, y, n, task_of_device, test_x, test_y, test_n,
-                         tuple(s.name for s in splits), tuple(s.chance for s in splits), reply_len)
+                         tuple(s.name for s in splits), tuple(s.chance for s in splits), *sizes,
+                         test_examples)
 
 
 __all__ = ["FederatedData", "NUM_CLASSES", "TASKS", "TaskSplit", "build", "partition", "pretrain_split",

@@ -1,9 +1,18 @@
 """Text examples → packed token arrays the vmapped engine can slice like images.
 
-One example becomes ``[choices, 2, L]`` int32: for choice c, row 0 holds the chat-formatted prompt
-(the tokenizer's chat template, generation prompt included) followed by the reply and the end-of-turn token,
-right-padded; row 1 is 1 on the reply tokens (what the model is trained and scored on) and 0 elsewhere.
-Examples with fewer choices than the widest one get all-zero padding choices, which never win.
+One multiple-choice example becomes ONE sequence: the chat-formatted prompt (the tokenizer's chat template,
+generation prompt included) followed by every candidate reply in turn, each ending with the end-of-turn
+token, right-padded. Four rows ``[4, L]`` int32 describe it:
+
+* ``TOKENS``: the token ids;
+* ``POSITIONS``: RoPE positions; every reply starts right after the prompt, as if it were the only one;
+* ``SEGMENTS``: 0 on the prompt and padding, ``c + 1`` on the tokens of reply ``c``; attention lets a token
+  see the prompt and earlier tokens of its own reply only (:func:`jaxdfl.models.decoder.hidden_states`);
+* ``PREDICTORS``: on a reply token, the position whose output predicts it (the prompt's last token for a
+  reply's first token, else the token before it); 0 elsewhere.
+
+So one forward pass scores every choice with exactly the numbers C separate passes would give, at the cost of
+the prompt once plus the replies (about 3.4 times fewer tokens than C separate sequences for four choices).
 """
 
 from __future__ import annotations
@@ -14,6 +23,8 @@ import numpy as np
 
 from jaxdfl.data.text_example import TextExample
 from jaxdfl.errors import ConfigError
+
+TOKENS, POSITIONS, SEGMENTS, PREDICTORS = range(4)
 
 
 def prompt_ids(tokenizer, prompt: str) -> list[int]:
@@ -35,27 +46,38 @@ def end_of_turn(tokenizer) -> int:
         tokenizer.eos_token_id)
 
 
-def encode(examples: Sequence[TextExample], tokenizer, max_tokens: int,
-           num_choices: int | None = None, length: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
-    """Pack ``examples`` → ``(x [n, choices, 2, L], y [n], reply_len)``.
+def pack(prompt: list[int], replies: list[list[int]]) -> np.ndarray:
+    """One example's ``[4, len]`` rows (see the module docstring)."""
+    n = len(prompt) + sum(len(r) for r in replies)
+    rows = np.zeros((4, n), np.int32)
+    rows[TOKENS, : len(prompt)] = prompt
+    rows[POSITIONS, : len(prompt)] = np.arange(len(prompt))
+    at = len(prompt)
+    for c, reply in enumerate(replies):
+        span = slice(at, at + len(reply))
+        rows[TOKENS, span] = reply
+        rows[POSITIONS, span] = len(prompt) + np.arange(len(reply))
+        rows[SEGMENTS, span] = c + 1
+        rows[PREDICTORS, span] = [len(prompt) - 1, *range(at, at + len(reply) - 1)]
+        at += len(reply)
+    return rows
 
-    ``L`` is the longest prompt + reply (or ``length``, to share one shape across splits) and must not
-    exceed ``max_tokens``; ``reply_len`` is the longest reply in tokens. A ConfigError names the first
-    example that does not fit."""
-    rows = []
+
+def encode(examples: Sequence[TextExample], tokenizer, max_tokens: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Pack ``examples`` → ``(x [n, 4, L], y [n], num_choices, reply_tokens)``.
+
+    ``L`` is the longest packed example and must not exceed ``max_tokens``; ``num_choices`` the most choices
+    of any example and ``reply_tokens`` the most reply tokens (all choices together) of any example: the
+    static sizes of :func:`jaxdfl.sim.objective.choice_likelihood`. A ConfigError names the first example
+    that does not fit."""
+    packed = []
     for i, ex in enumerate(examples):
-        p = prompt_ids(tokenizer, ex.prompt)
-        rows.append([(p, reply_ids(tokenizer, c)) for c in ex.choices])
-        longest = max(len(p) + len(r) for p, r in rows[-1])
-        if longest > max_tokens:
-            raise ConfigError(f"data.max_tokens={max_tokens}: example {i} of task {ex.task!r} needs {longest} "
-                              f"tokens; raise data.max_tokens")
-    width = length or max(len(p) + len(r) for row in rows for p, r in row)
-    choices = num_choices or max(len(row) for row in rows)
-    x = np.zeros((len(rows), choices, 2, width), np.int32)
-    for i, row in enumerate(rows):
-        for c, (p, r) in enumerate(row):
-            x[i, c, 0, : len(p) + len(r)] = p + r
-            x[i, c, 1, len(p): len(p) + len(r)] = 1
-    reply_len = max(len(r) for row in rows for _, r in row)
-    return x, np.array([ex.label for ex in examples], np.int32), reply_len
+        packed.append(pack(prompt_ids(tokenizer, ex.prompt), [reply_ids(tokenizer, c) for c in ex.choices]))
+        if packed[-1].shape[1] > max_tokens:
+            raise ConfigError(f"data.max_tokens={max_tokens}: example {i} of task {ex.task!r} needs "
+                              f"{packed[-1].shape[1]} tokens (prompt and every choice); raise data.max_tokens")
+    x = np.zeros((len(packed), 4, max(p.shape[1] for p in packed)), np.int32)
+    for i, p in enumerate(packed):
+        x[i, :, : p.shape[1]] = p
+    reply_tokens = int((x[:, SEGMENTS] > 0).sum(-1).max())
+    return x, np.array([ex.label for ex in examples], np.int32), max(len(ex.choices) for ex in examples), reply_tokens

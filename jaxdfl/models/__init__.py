@@ -52,8 +52,13 @@ def decoder_model(spec: DecoderSpec, tokenizer=None) -> Model:
                  spec, tokenizer)
 
 
+def _vit_apply(params, images, spec: ViTSpec, hook=None):
+    return vit.apply(params, vit.prepare_pixels(images, spec), spec, hook)
+
+
 def vit_model(spec: ViTSpec) -> Model:
-    return Model("vit", partial(vit.apply, spec=spec), vit.linear_shapes(spec), vit.layer_kind, spec)
+    """A Hugging Face ViT; uint8 images of any size are scaled and resized on the way in."""
+    return Model("vit", partial(_vit_apply, spec=spec), vit.linear_shapes(spec), vit.layer_kind, spec)
 
 
 def _hf_tokenizer(directory: Path, **kwargs):

@@ -107,28 +107,29 @@ def rms_norm(p: dict, x: jax.Array, eps: float) -> jax.Array:
 
 
 def rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
-    """Rotary embedding of ``x`` ``[batch, seq, heads, head_dim]`` at ``positions`` ``[seq]`` (half-split pairs:
-    dimension j rotates with j + head_dim/2, at frequency theta^(-2j/head_dim))."""
+    """Rotary embedding of ``x`` ``[batch, seq, heads, head_dim]`` at ``positions`` ``[batch, seq]`` (half-split
+    pairs: dimension j rotates with j + head_dim/2, at frequency theta^(-2j/head_dim))."""
     half = x.shape[-1] // 2
     inv_freq = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
-    angles = positions.astype(jnp.float32)[:, None] * inv_freq  # [seq, half]
-    cos, sin = jnp.cos(angles)[:, None, :], jnp.sin(angles)[:, None, :]
+    angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [batch, seq, half]
+    cos, sin = jnp.cos(angles)[:, :, None, :], jnp.sin(angles)[:, :, None, :]
     x1, x2 = x[..., :half], x[..., half:]
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
 
 
-def attention(params: dict, prefix: str, x: jax.Array, spec: DecoderSpec, hook: Hook | None) -> jax.Array:
-    """Causal grouped-query attention, ``x`` ``[batch, seq, hidden]`` → same shape."""
+def attention(params: dict, prefix: str, x: jax.Array, spec: DecoderSpec, hook: Hook | None,
+              positions: jax.Array, allowed: jax.Array) -> jax.Array:
+    """Grouped-query attention, ``x`` ``[batch, seq, hidden]`` → same shape; query t sees key s where
+    ``allowed`` ``[batch, seq, seq]`` is true."""
     b, t, _ = x.shape
     hd, kv = spec.head_dim, spec.num_kv_heads
     groups = spec.num_heads // kv
-    positions = jnp.arange(t)
     q = rope(linear(params, f"{prefix}_q", x, hook).reshape(b, t, spec.num_heads, hd), positions, spec.rope_theta)
     k = rope(linear(params, f"{prefix}_k", x, hook).reshape(b, t, kv, hd), positions, spec.rope_theta)
     v = linear(params, f"{prefix}_v", x, hook).reshape(b, t, kv, hd)
     q = q.reshape(b, t, kv, groups, hd)
     scores = jnp.einsum("bqkgd,bskd->bkgqs", q, k).astype(jnp.float32) / jnp.sqrt(jnp.float32(hd))
-    scores = jnp.where(jnp.tril(jnp.ones((t, t), bool)), scores, jnp.finfo(jnp.float32).min)
+    scores = jnp.where(allowed[:, None, None], scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(x.dtype)
     out = jnp.einsum("bkgqs,bskd->bqkgd", probs, v).reshape(b, t, spec.num_heads * hd)
     return linear(params, f"{prefix}_o", out, hook)
@@ -139,13 +140,24 @@ def mlp(params: dict, prefix: str, x: jax.Array, hook: Hook | None) -> jax.Array
     return linear(params, f"{prefix}_down", gate * linear(params, f"{prefix}_up", x, hook), hook)
 
 
-def hidden_states(params: dict, tokens: jax.Array, spec: DecoderSpec, hook: Hook | None = None) -> jax.Array:
+def hidden_states(params: dict, tokens: jax.Array, spec: DecoderSpec, hook: Hook | None = None,
+                  positions: jax.Array | None = None, segments: jax.Array | None = None) -> jax.Array:
     """The final-normed hidden states ``[batch, seq, hidden]`` for ``tokens`` ``[batch, seq]`` (int).
 
-    Causal: position t sees positions ≤ t only, so right padding never changes the states of real tokens."""
+    Causal: position t sees positions ≤ t only, so right padding never changes the states of real tokens.
+    ``positions`` ``[batch, seq]`` (default 0, 1, ...) are the RoPE positions. With ``segments``
+    ``[batch, seq]``, a token of segment g > 0 sees only segment 0 and its own segment: several continuations
+    of one prompt packed in one sequence (:mod:`jaxdfl.data.text_encoding`)."""
+    b, t = tokens.shape
+    allowed = jnp.broadcast_to(jnp.tril(jnp.ones((t, t), bool)), (b, t, t))
+    if segments is not None:
+        allowed = allowed & ((segments[:, None, :] == 0) | (segments[:, None, :] == segments[:, :, None]))
+    if positions is None:
+        positions = jnp.broadcast_to(jnp.arange(t), (b, t))
     x = params["embed"]["table"][tokens]
     for i in range(spec.num_layers):
-        x = x + attention(params, f"block{i}", rms_norm(params[f"block{i}_ln1"], x, spec.rms_eps), spec, hook)
+        x = x + attention(params, f"block{i}", rms_norm(params[f"block{i}_ln1"], x, spec.rms_eps), spec, hook,
+                          positions, allowed)
         x = x + mlp(params, f"block{i}", rms_norm(params[f"block{i}_ln2"], x, spec.rms_eps), hook)
     return rms_norm(params["ln_f"], x, spec.rms_eps)
 

@@ -215,3 +215,14 @@ def apply(params: dict, pixels: jax.Array, spec: ViTSpec, hook: Hook | None = No
     for i in range(spec.num_hidden_layers):
         x = _block(params, f"block{i}", x, spec, hook)
     return linear(params, "head", layer_norm(params["ln_f"], x[:, 0], spec.layer_norm_eps), hook)
+
+
+def prepare_pixels(images: jax.Array, spec: ViTSpec) -> jax.Array:
+    """uint8 images ``[batch, C, h, w]`` → the model's input: scaled to [-1, 1] (mean 0.5, std 0.5 per channel, as
+    the ViT image processor does) and resized bilinearly to ``spec.image_size``. Float input passes as is."""
+    if images.dtype != jnp.uint8:
+        return images
+    x = images.astype(jnp.float32) / 127.5 - 1.0
+    if x.shape[-1] != spec.image_size:
+        x = jax.image.resize(x, (*x.shape[:2], spec.image_size, spec.image_size), "bilinear")
+    return x

@@ -292,11 +292,11 @@ def cluster_labels(cfg: Config, method: Method, state: SimState, positions: np.n
 
 def make_objective(model: Model, data: data_lib.FederatedData, data_name: str) -> Objective:
     """Multiple-choice likelihood for text on a decoder, cross-entropy for images on a classifier."""
-    if model.is_decoder != (data.reply_len > 0):
+    if model.is_decoder != (data.num_choices > 0):
         need = "an image classifier (model.name: tiny_vit, or a ViT)" if model.is_decoder else "a decoder LM"
         raise ConfigError(f"data.name: {data_name} needs {need}; the model is {model.name!r}")
     if model.is_decoder:
-        return choice_likelihood(model.spec, data.reply_len)
+        return choice_likelihood(model.spec, data.num_choices, data.reply_tokens)
     return classification(model.apply)
 
 
