@@ -118,26 +118,48 @@ def rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
 
 
 def attention(params: dict, prefix: str, x: jax.Array, spec: DecoderSpec, hook: Hook | None,
-              positions: jax.Array, allowed: jax.Array) -> jax.Array:
+              positions: jax.Array, allowed: jax.Array, cache: tuple | None = None) -> tuple[jax.Array, tuple | None]:
     """Grouped-query attention, ``x`` ``[batch, seq, hidden]`` → same shape; query t sees key s where
-    ``allowed`` ``[batch, seq, seq]`` is true."""
+    ``allowed`` ``[batch, seq, keys]`` is true.
+
+    Without a cache the keys are ``x``'s own. With ``cache = (k, v)`` ``[batch, width, kv_heads, head_dim]``,
+    this call's keys and values are first written at buffer index = position, and the queries attend over
+    the whole buffer; the updated cache is returned (None without one)."""
     b, t, _ = x.shape
     hd, kv = spec.head_dim, spec.num_kv_heads
     groups = spec.num_heads // kv
     q = rope(linear(params, f"{prefix}_q", x, hook).reshape(b, t, spec.num_heads, hd), positions, spec.rope_theta)
     k = rope(linear(params, f"{prefix}_k", x, hook).reshape(b, t, kv, hd), positions, spec.rope_theta)
     v = linear(params, f"{prefix}_v", x, hook).reshape(b, t, kv, hd)
+    if cache is not None:
+        rows = jnp.arange(b)[:, None]
+        k, v = cache[0].at[rows, positions].set(k), cache[1].at[rows, positions].set(v)
+        cache = (k, v)
     q = q.reshape(b, t, kv, groups, hd)
     scores = jnp.einsum("bqkgd,bskd->bkgqs", q, k).astype(jnp.float32) / jnp.sqrt(jnp.float32(hd))
     scores = jnp.where(allowed[:, None, None], scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(x.dtype)
     out = jnp.einsum("bkgqs,bskd->bqkgd", probs, v).reshape(b, t, spec.num_heads * hd)
-    return linear(params, f"{prefix}_o", out, hook)
+    return linear(params, f"{prefix}_o", out, hook), cache
 
 
 def mlp(params: dict, prefix: str, x: jax.Array, hook: Hook | None) -> jax.Array:
     gate = jax.nn.silu(linear(params, f"{prefix}_gate", x, hook))
     return linear(params, f"{prefix}_down", gate * linear(params, f"{prefix}_up", x, hook), hook)
+
+
+def _blocks(params: dict, tokens: jax.Array, spec: DecoderSpec, hook: Hook | None, positions: jax.Array,
+            allowed: jax.Array, caches: list | None) -> tuple[jax.Array, list | None]:
+    x = params["embed"]["table"][tokens]
+    new_caches = [] if caches is not None else None
+    for i in range(spec.num_layers):
+        h, cache = attention(params, f"block{i}", rms_norm(params[f"block{i}_ln1"], x, spec.rms_eps), spec, hook,
+                             positions, allowed, None if caches is None else caches[i])
+        x = x + h
+        x = x + mlp(params, f"block{i}", rms_norm(params[f"block{i}_ln2"], x, spec.rms_eps), hook)
+        if caches is not None:
+            new_caches.append(cache)
+    return rms_norm(params["ln_f"], x, spec.rms_eps), new_caches
 
 
 def hidden_states(params: dict, tokens: jax.Array, spec: DecoderSpec, hook: Hook | None = None,
@@ -154,12 +176,23 @@ def hidden_states(params: dict, tokens: jax.Array, spec: DecoderSpec, hook: Hook
         allowed = allowed & ((segments[:, None, :] == 0) | (segments[:, None, :] == segments[:, :, None]))
     if positions is None:
         positions = jnp.broadcast_to(jnp.arange(t), (b, t))
-    x = params["embed"]["table"][tokens]
-    for i in range(spec.num_layers):
-        x = x + attention(params, f"block{i}", rms_norm(params[f"block{i}_ln1"], x, spec.rms_eps), spec, hook,
-                          positions, allowed)
-        x = x + mlp(params, f"block{i}", rms_norm(params[f"block{i}_ln2"], x, spec.rms_eps), hook)
-    return rms_norm(params["ln_f"], x, spec.rms_eps)
+    return _blocks(params, tokens, spec, hook, positions, allowed, None)[0]
+
+
+def empty_cache(spec: DecoderSpec, batch: int, width: int, dtype=jnp.float32) -> list:
+    """A key/value buffer per layer, ``[batch, width, kv_heads, head_dim]`` each, for :func:`hidden_states_cached`."""
+    shape = (batch, width, spec.num_kv_heads, spec.head_dim)
+    return [(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for _ in range(spec.num_layers)]
+
+
+def hidden_states_cached(params: dict, tokens: jax.Array, positions: jax.Array, cache: list, spec: DecoderSpec,
+                         hook: Hook | None = None) -> tuple[jax.Array, list]:
+    """Incremental decoding: the hidden states of ``tokens`` ``[batch, t]`` at buffer positions ``positions``
+    ``[batch, t]`` (also their RoPE positions), attending to every cached position ≤ their own, and the cache
+    with their keys and values written in. Positions ≤ a query's must already hold that row's real tokens."""
+    width = cache[0][0].shape[1]
+    allowed = jnp.arange(width)[None, None, :] <= positions[:, :, None]
+    return _blocks(params, tokens, spec, hook, positions, allowed, cache)
 
 
 def logits_from_hidden(params: dict, h: jax.Array, spec: DecoderSpec, hook: Hook | None = None) -> jax.Array:

@@ -1,9 +1,8 @@
 """Greedy decoding with a decoder, and exact-match evaluation of generated answers.
 
-Decoding runs as one jitted program over a right-padded token buffer ``[batch, prompt + new]``: every step
-recomputes the causal forward pass over the buffer (no key/value cache) and writes each row's argmax token
-after its own last token. At the sizes jaxdfl evaluates (prompts of ~100 tokens, answers of a few tokens)
-this costs a few forward passes per answer and keeps one code path for training and decoding.
+Decoding runs as one jitted program over a right-padded token buffer ``[batch, prompt + new]`` with a
+key/value cache: one pass over the prompt buffer, then one token per row and step, each row writing its argmax
+token right after its own last token (rows have different prompt lengths).
 """
 
 from __future__ import annotations
@@ -22,16 +21,26 @@ from jaxdfl.models import decoder
 
 @partial(jax.jit, static_argnames=("spec", "max_new_tokens", "hook_fn"))
 def _greedy(params, tokens, lengths, spec, max_new_tokens, hook_fn=None, hook_args=None):
-    rows = jnp.arange(tokens.shape[0])
     hook = None if hook_fn is None else (lambda name, h: hook_fn(hook_args, name, h))
+    b, width = tokens.shape
+    rows = jnp.arange(b)
+    cache = decoder.empty_cache(spec, b, width, params["embed"]["table"].dtype)
+    prompt = width - max_new_tokens
+    # prefill: the whole prompt buffer at once (padding past a row's length is overwritten as it decodes)
+    h, cache = decoder.hidden_states_cached(params, tokens[:, :prompt], jnp.broadcast_to(jnp.arange(prompt), (b, prompt)),
+                                            cache, spec, hook)
+    first = decoder.logits_from_hidden(params, h[rows, lengths - 1], spec, hook).argmax(-1).astype(tokens.dtype)
 
     def step(i, carry):
-        tokens, lengths = carry
-        h = decoder.hidden_states(params, tokens, spec, hook)[rows, lengths - 1]  # [batch, hidden]
-        nxt = decoder.logits_from_hidden(params, h, spec, hook).argmax(-1).astype(tokens.dtype)
-        return tokens.at[rows, lengths].set(nxt), lengths + 1
+        tokens, cache, last = carry
+        at = lengths + i  # where `last` goes
+        tokens = tokens.at[rows, at].set(last)
+        h, cache = decoder.hidden_states_cached(params, last[:, None], at[:, None], cache, spec, hook)
+        nxt = decoder.logits_from_hidden(params, h[:, 0], spec, hook).argmax(-1).astype(tokens.dtype)
+        return tokens, cache, nxt
 
-    return jax.lax.fori_loop(0, max_new_tokens, step, (tokens, lengths))[0]
+    tokens, _, last = jax.lax.fori_loop(0, max_new_tokens - 1, step, (tokens, cache, first))
+    return tokens.at[rows, lengths + max_new_tokens - 1].set(last)
 
 
 def greedy(params, spec: decoder.DecoderSpec, prompts: Sequence[Sequence[int]], max_new_tokens: int,
