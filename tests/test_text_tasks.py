@@ -21,7 +21,7 @@ def test_examples_are_well_formed_and_short(task):
         assert 0 <= ex.label < len(ex.choices)
         assert len(set(ex.choices)) == len(ex.choices)
         assert len(ex.prompt.split()) < 60
-        assert all(0 < len(c.split()) <= 3 for c in ex.choices)
+        assert all(0 < len(c.split()) <= 5 for c in ex.choices)  # "call the fire brigade"
 
 
 @pytest.mark.parametrize("task", list(TASKS))
@@ -100,17 +100,19 @@ def test_code_answers_equal_the_output_of_running_the_snippet():
         assert len(ex.choices) == 4
 
 
+def listed_options(prompt: str) -> list[str]:
+    return re.search(r"^Options: (.+)\.$", prompt, re.MULTILINE).group(1).split("; ")
+
+
 def test_commonsense_format_and_balance():
     examples = generate("commonsense", 300, seed=2)
-    counts = {letter: 0 for letter in "ABC"}
+    counts = [0, 0, 0]
     for ex in examples:
-        assert ex.choices == ("A", "B", "C")
-        options = re.findall(r"^([ABC])\. (.+)$", ex.prompt, re.MULTILINE)
-        assert [letter for letter, _ in options] == ["A", "B", "C"]
-        assert len({text for _, text in options}) == 3
-        assert ex.prompt.endswith("Answer with the letter of the correct option.")
-        counts[ex.answer] += 1
-    assert all(abs(c - 100) <= 1 for c in counts.values())
+        assert list(ex.choices) == listed_options(ex.prompt)  # the replies are the listed options, in order
+        assert len(set(ex.choices)) == 3
+        assert ex.prompt.endswith("Answer with the correct option.")
+        counts[ex.label] += 1
+    assert all(abs(c - 100) <= 1 for c in counts)
 
 
 def test_commonsense_ranking_questions_pick_the_extreme():
@@ -121,8 +123,7 @@ def test_commonsense_ranking_questions_pick_the_extreme():
     for ex in generate("commonsense", 300, seed=4):
         question = ex.prompt.split("\n")[0]
         if m := re.match(r"Which of these is the (\w+)\?", question):
-            options = dict(re.findall(r"^([ABC])\. (.+)$", ex.prompt, re.MULTILINE))
-            ranks = {letter: tier[text] for letter, text in options.items()}
+            ranks = {text: tier[text] for text in listed_options(ex.prompt)}
             pick = max if m.group(1) in ("heaviest", "hottest") else min
             assert ex.answer == pick(ranks, key=ranks.get)
             checked += 1

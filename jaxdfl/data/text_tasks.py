@@ -259,14 +259,14 @@ def _mc_question(rng: np.random.Generator) -> tuple[str, str, list[str]]:
 
 def commonsense(n: int, rng: np.random.Generator) -> list[TextExample]:
     """Three-option commonsense questions (heaviest/lightest, hottest/coldest, which tool, which habitat, what
-    to do when...) with options listed as "A.", "B.", "C."; the reply is the letter, balanced over A/B/C."""
+    to do when...) with the options listed in the prompt; the reply is the correct option's text (scored as
+    lm-evaluation-harness scores PIQA: by each option's likelihood), its position balanced over the three."""
     out = []
     for label in _balanced_labels(n, 3, rng):
         question, correct, wrong = _mc_question(rng)
         options = _choices(correct, wrong, 3, int(label), rng)
-        listed = "\n".join(f"{letter}. {o}" for letter, o in zip("ABC", options))
-        prompt = f"{question}\n{listed}\nAnswer with the letter of the correct option."
-        out.append(TextExample(prompt, ("A", "B", "C"), int(label), "commonsense"))
+        prompt = f"{question}\nOptions: {'; '.join(options)}.\nAnswer with the correct option."
+        out.append(TextExample(prompt, options, int(label), "commonsense"))
     return out
 
 
