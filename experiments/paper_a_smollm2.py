@@ -40,7 +40,8 @@ def main():
 
     first = next(iter(results.values()))
     tasks = list(first["per_task_accuracy"])
-    rows = [{"model": "Base (SmolLM2-135M-Instruct)", **{f"mc_{t}": first["initial_per_task_accuracy"][t] for t in tasks},
+    rows = [{"model": "Base (SmolLM2-135M-Instruct)",
+             **{f"mc_{t}": first["initial_per_task_accuracy"][t] for t in tasks},
              **{f"em_{t}": first["initial_exact_match"][t] for t in tasks}, "trainable_pct": 0.0, "sent_pct": 0.0,
              "energy_j": 0.0, "state_mib_per_device": 0.0, "wall_s": 0.0}]
     for label, s in results.items():

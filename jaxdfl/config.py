@@ -283,6 +283,8 @@ class Config:
     batch_size: int = 32
     eval_every: int = 5
     checkpoint_every: int = 10  # 0 = only at the end
+    # train and evaluate this many simulated devices at a time (0 = all at once): bounds memory for large models
+    device_chunk: int = 0
     # "all": every device's model on every task; "oracle": each task answered only by the devices that
     # trained on it (Paper A's hard-routing MoE; needs data.partition task_per_device)
     routing: Literal["all", "oracle"] = "all"
@@ -298,6 +300,7 @@ class Config:
         for key in ("rounds", "num_devices", "local_steps", "batch_size", "eval_every"):
             _require(getattr(self, key) >= 1, key, f"must be >= 1, got {getattr(self, key)}")
         _require(self.checkpoint_every >= 0, "checkpoint_every", f"must be >= 0, got {self.checkpoint_every}")
+        _require(self.device_chunk >= 0, "device_chunk", f"must be >= 0, got {self.device_chunk}")
         if self.topology.name == "server":
             k = self.topology.clients_per_round
             _require(k <= self.num_devices, "topology.clients_per_round",

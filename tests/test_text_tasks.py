@@ -60,7 +60,8 @@ def test_reading_answers_follow_from_the_passage():
             assert (f" {obj} in the {place}" in passage) == (ex.answer == "yes"), ex.prompt
         else:
             who, obj = re.match(r"Does (\w+) have a (\w+)\?", question).groups()
-            owner = re.search(rf"(\w+) (?:keeps|stores|owns|has) a \w+ {obj}\b|{obj} in the \w+ belongs to (\w+)", passage)
+            owner = re.search(rf"(\w+) (?:keeps|stores|owns|has) a \w+ {obj}\b|{obj} in the \w+ belongs to (\w+)",
+                              passage)
             assert (owner is not None and who in owner.groups()) == (ex.answer == "yes"), ex.prompt
 
 

@@ -78,7 +78,8 @@ def reading(n: int, rng: np.random.Generator) -> list[TextExample]:
         for i in range(k):
             who, c, o, p = names[i], colors[i], objs[i], places[i]
             if with_place[i]:
-                sentences.append(_pick(rng, (f"{who} keeps a {c} {o} in the {p}.", f"{who} stores a {c} {o} in the {p}.",
+                sentences.append(_pick(rng, (f"{who} keeps a {c} {o} in the {p}.",
+                                             f"{who} stores a {c} {o} in the {p}.",
                                              f"The {c} {o} in the {p} belongs to {who}.")))
             else:
                 sentences.append(_pick(rng, (f"{who} owns a {c} {o}.", f"{who} has a {c} {o}.")))
@@ -129,7 +130,8 @@ def _word_problem(rng: np.random.Generator) -> tuple[str, int, list[int]]:
     if kind == 3:
         a, b = r(5, 80), r(2, 60)
         c = r(1, a + b)
-        text = f"{who} has {a} {item}, buys {b} more and then gives {c} to {other}. How many {item} does {who} have now?"
+        text = (f"{who} has {a} {item}, buys {b} more and then gives {c} to {other}. "
+                f"How many {item} does {who} have now?")
         return text, a + b - c, [a + b + c, a - b + c]
     a, b, c = r(2, 9), r(2, 12), r(1, 40)
     text = f"{who} buys {a} {box} with {b} {item} in each and already had {c}. How many {item} does {who} have now?"

@@ -88,7 +88,11 @@ def from_pretrained(path_or_name: str | Path, dtype: str = "float32",
                               f"name ({', '.join(registry.KNOWN)})")
     if path.suffix == ".gguf":
         spec, params = checkpoints.read_gguf(path)
-        model = decoder_model(spec, _hf_tokenizer(path.parent, gguf_file=path.name))
+        try:
+            tokenizer = _hf_tokenizer(path.parent, gguf_file=path.name)
+        except ValueError:  # a GGUF without tokenizer data: weights only, like a directory without tokenizer files
+            tokenizer = None
+        model = decoder_model(spec, tokenizer)
     elif path.is_dir():
         config = checkpoints.read_hf_config(path)
         tensors = checkpoints.read_safetensors_dir(path)
@@ -155,7 +159,8 @@ def load_model(model_cfg, seed: int = 0) -> tuple[Model, dict]:
     """The base model and its frozen weights, as ``model.checkpoint`` says.
 
     ``bundled``: the tiny ViT pretrained on digits that ships with jaxdfl; ``random``: a fresh random
-    init (seeded) of the bundled size or of ``model.dim/depth/heads/mlp_dim``; otherwise a path to a ``.safetensors`` file written by :func:`save_weights`.
+    init (seeded) of the bundled size or of ``model.dim/depth/heads/mlp_dim``; otherwise a path to a
+    ``.safetensors`` file written by :func:`save_weights`. ``model.name: pretrained``: :func:`from_pretrained`.
     """
     if model_cfg.name == "pretrained":
         return from_pretrained(model_cfg.checkpoint, model_cfg.dtype)

@@ -64,8 +64,14 @@ def read_gguf(path: Path, dtype=np.float32) -> tuple[decoder.DecoderSpec, dict]:
     if arch != "llama":
         raise ConfigError(f"{path}: GGUF architecture {arch!r} is not supported (only llama)")
 
-    def meta(key):
-        return reader.fields[f"llama.{key}"].contents()
+    def meta(key, default=None):
+        field = reader.fields.get(f"llama.{key}")
+        if field is None and default is None:
+            raise ConfigError(f"{path}: GGUF lacks metadata llama.{key}")
+        return default if field is None else field.contents()
+
+    if "llama.rope.scaling.type" in reader.fields:
+        raise ConfigError(f"{path}: RoPE scaling ({meta('rope.scaling.type')}) is not supported (only plain RoPE)")
 
     raw = {t.name: t for t in reader.tensors}
     heads, kv = meta("attention.head_count"), meta("attention.head_count_kv")
@@ -74,8 +80,9 @@ def read_gguf(path: Path, dtype=np.float32) -> tuple[decoder.DecoderSpec, dict]:
         reader.fields["tokenizer.ggml.tokens"].data)
     spec = decoder.DecoderSpec(
         vocab_size=vocab, hidden_size=hidden, num_layers=meta("block_count"), num_heads=heads,
-        num_kv_heads=kv, head_dim=hidden // heads, intermediate_size=meta("feed_forward_length"),
-        rms_eps=float(meta("attention.layer_norm_rms_epsilon")), rope_theta=float(meta("rope.freq_base")),
+        num_kv_heads=kv, head_dim=meta("attention.key_length", hidden // heads),
+        intermediate_size=meta("feed_forward_length"), rms_eps=float(meta("attention.layer_norm_rms_epsilon")),
+        rope_theta=float(meta("rope.freq_base", 10000.0)),
         tie_embeddings="output.weight" not in raw, family="llama")
 
     def get(name: str) -> np.ndarray:  # torch layout [out, in]

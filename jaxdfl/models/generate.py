@@ -27,8 +27,8 @@ def _greedy(params, tokens, lengths, spec, max_new_tokens, hook_fn=None, hook_ar
     cache = decoder.empty_cache(spec, b, width, params["embed"]["table"].dtype)
     prompt = width - max_new_tokens
     # prefill: the whole prompt buffer at once (padding past a row's length is overwritten as it decodes)
-    h, cache = decoder.hidden_states_cached(params, tokens[:, :prompt], jnp.broadcast_to(jnp.arange(prompt), (b, prompt)),
-                                            cache, spec, hook)
+    positions = jnp.broadcast_to(jnp.arange(prompt), (b, prompt))
+    h, cache = decoder.hidden_states_cached(params, tokens[:, :prompt], positions, cache, spec, hook)
     first = decoder.logits_from_hidden(params, h[rows, lengths - 1], spec, hook).argmax(-1).astype(tokens.dtype)
 
     def step(i, carry):
@@ -51,6 +51,8 @@ def greedy(params, spec: decoder.DecoderSpec, prompts: Sequence[Sequence[int]], 
     it once, not per call, or every call compiles anew) and ``hook_args`` a pytree of arrays (the adapter).
     ``prompt_width`` pads the buffer to a fixed size, so that calls with different prompts share one program."""
     lengths = np.array([len(p) for p in prompts], np.int32)
+    if prompt_width is not None and lengths.max() > prompt_width:
+        raise ValueError(f"a prompt of {lengths.max()} tokens does not fit prompt_width={prompt_width}")
     tokens = np.zeros((len(prompts), (prompt_width or lengths.max()) + max_new_tokens), np.int32)
     for i, p in enumerate(prompts):
         tokens[i, : len(p)] = p

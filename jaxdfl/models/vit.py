@@ -88,7 +88,8 @@ class ViTSpec:
         if cfg.get("model_type") != "vit":
             raise ConfigError(f"vit config model_type: expected 'vit', got {cfg.get('model_type')!r}")
         if cfg["hidden_act"] != "gelu":
-            raise ConfigError(f"vit config hidden_act: only 'gelu' (exact, erf) is supported, got {cfg['hidden_act']!r}")
+            raise ConfigError("vit config hidden_act: only 'gelu' (exact, erf) is supported, "
+                              f"got {cfg['hidden_act']!r}")
         hidden, heads = cfg["hidden_size"], cfg["num_attention_heads"]
         if cfg.get("head_dim") not in (None, hidden // heads if heads else None):
             raise ConfigError(f"vit config head_dim: only hidden_size / num_attention_heads is supported, "

@@ -70,6 +70,31 @@ def expert_views(method: Method, adapter, w: jax.Array, stored) -> ExpertView:
     return ExpertView(jax.vmap(method.expert)(adapter), held, (1.0 - held) * stored, jnp.arange(w.shape[0]))
 
 
+def over_devices(fn: Callable, in_axes: tuple, chunk: int = 0) -> Callable:
+    """``fn`` mapped over the device axis: ``jax.vmap`` with ``in_axes`` (each 0 or None, one per argument), or
+    with ``chunk > 0`` a ``lax.map`` over groups of ``chunk`` devices, each group vmapped. Same results; the
+    mapped computation's memory (activations kept for the backward pass, above all) is then that of
+    ``chunk`` devices instead of all of them, at the price of running the groups one after another."""
+    if chunk <= 0:
+        return jax.vmap(fn, in_axes=in_axes)
+
+    def mapped(*args):
+        moving = tuple(a for a, ax in zip(args, in_axes) if ax == 0)
+
+        def one(moving_args):
+            it = iter(moving_args)
+            return fn(*(next(it) if ax == 0 else a for a, ax in zip(args, in_axes)))
+
+        return jax.lax.map(one, moving, batch_size=chunk)
+
+    return mapped
+
+
+def split_view(view: ExpertView | None) -> tuple[ExpertView | None, Any]:
+    """``(per-device part, shared experts)`` of an :class:`ExpertView`, to map the first and not the second."""
+    return (None, None) if view is None else (view._replace(experts=None), view.experts)
+
+
 class Channel(NamedTuple):
     """The device-to-device air interface of a round program (Paper A, SPEC §2.5)."""
 
@@ -79,7 +104,7 @@ class Channel(NamedTuple):
 
 def make_round_step(objective: Objective, method: Method, optimizer, local_steps: int, batch_size: int,
                     reset_state: bool = False, covariance: bool = False, collision: bool = False,
-                    channel: Channel | None = None) -> Callable:
+                    channel: Channel | None = None, device_chunk: int = 0) -> Callable:
     """``round_step(state, base, x, y, n, w, key, active=None, control=None, positions=None)
     -> (state, metrics)``, all devices.
 
@@ -105,8 +130,15 @@ def make_round_step(objective: Objective, method: Method, optimizer, local_steps
     (:func:`neighbourhood_collision_rate`); with a channel the :class:`~jaxdfl.network.d2d.LinkReport` fields
     (``energy_j`` including the exchange) and ``exchange_delay_s`` (the exchange is not bound by Γ).
     A message's one-off setup part (:class:`~jaxdfl.adapters.base.Message`) is charged in full every time.
+    ``device_chunk`` > 0 trains that many devices at a time (:func:`over_devices`).
     """
-    train = make_local_train(objective.loss, method, optimizer, local_steps, batch_size, reset_state)
+    local_train = make_local_train(objective.loss, method, optimizer, local_steps, batch_size, reset_state)
+
+    def train(state, opt_state, base, x, y, n, key, own_view, experts):
+        return local_train(state, opt_state, base, x, y, n, key,
+                           None if own_view is None else own_view._replace(experts=experts))
+
+    train_all = over_devices(train, (0, 0, None, 0, 0, 0, 0, 0, None), device_chunk)
 
     def round_step(state: SimState, base, x, y, n, w, key, active=None, control=None, positions=None):
         m = w.shape[0]
@@ -118,14 +150,13 @@ def make_round_step(objective: Objective, method: Method, optimizer, local_steps
             data = (x[active], y[active], n[active])
         k = jax.tree.leaves(part)[0].shape[0]
         k_train, k_encode, k_fade = jax.random.split(key, 3)
-        view, view_axes = None, None
+        view = None
         if method.local_experts:
             view = expert_views(method, state.adapter, w, control.get("stored", 0.0))
             if active is not None:
                 view = view._replace(held=view.held[active], stored=view.stored[active], index=view.index[active])
-            view_axes = ExpertView(None, 0, 0, 0)
-        adapter, opt_state, loss = jax.vmap(train, in_axes=(0, 0, None, 0, 0, 0, 0, view_axes))(
-            part.adapter, part.opt_state, base, *data, jax.random.split(k_train, k), view)
+        adapter, opt_state, loss = train_all(part.adapter, part.opt_state, base, *data, jax.random.split(k_train, k),
+                                             *split_view(view))
         trained = adapter.params
         message, adapter = jax.vmap(method.encode, in_axes=(0, 0, 0, None))(
             adapter, part.adapter.params, jax.random.split(k_encode, k), control or None)
@@ -166,7 +197,7 @@ def make_round_step(objective: Objective, method: Method, optimizer, local_steps
     return round_step
 
 
-def make_evaluate(objective: Objective, method: Method) -> Callable:
+def make_evaluate(objective: Objective, method: Method, device_chunk: int = 0) -> Callable:
     """``evaluate(adapter, base, test_x, test_y, test_n, w, stored=0.0) -> accuracy [M, T]``: every device's
     model on every task's test set (``test_x`` ``[T, m_max, ...]``, rows past ``test_n[t]`` ignored).
 
@@ -175,8 +206,9 @@ def make_evaluate(objective: Objective, method: Method) -> Callable:
     ``stored`` is 1, the experts of the devices it gives zero weight (other clusters, after an exchange).
     Others use their own adapter; ``w`` is then unused."""
 
-    def one_device(adapter, view, base, test_x, test_y, test_n):
-        hook = adapter_hook(method, adapter, view if method.infer is not None else None)
+    def one_device(adapter, own_view, experts, base, test_x, test_y, test_n):
+        view = None if own_view is None else own_view._replace(experts=experts)
+        hook = adapter_hook(method, adapter, view)
 
         def one_task(args):
             x, y, n = args
@@ -185,13 +217,11 @@ def make_evaluate(objective: Objective, method: Method) -> Callable:
 
         return jax.lax.map(one_task, (test_x, test_y, test_n))
 
+    every_device = over_devices(one_device, (0, 0, None, None, None, None, None), device_chunk)
+
     def evaluate(adapter, base, test_x, test_y, test_n, w, stored=0.0):
-        view, view_axes = None, None
-        if method.infer is not None:
-            view = expert_views(method, adapter, w, stored)
-            view_axes = ExpertView(None, 0, 0, 0)
-        return jax.vmap(one_device, in_axes=(0, view_axes, None, None, None, None))(
-            adapter, view, base, test_x, test_y, test_n)
+        view = expert_views(method, adapter, w, stored) if method.infer is not None else None
+        return every_device(adapter, *split_view(view), base, test_x, test_y, test_n)
 
     return evaluate
 
@@ -345,11 +375,11 @@ def build_simulation(cfg: Config) -> Simulation:
     server = cfg.topology.name == "server"
     round_step = make_round_step(objective, method, optimizer, cfg.local_steps, cfg.batch_size,
                                  cfg.optimizer.reset_state, covariance=server and cfg.method.name != "full",
-                                 collision=not server, channel=channel)
+                                 collision=not server, channel=channel, device_chunk=cfg.device_chunk)
     round_fn = jax.jit(lambda state, w, key, active=None, control=None, positions=None:
                        round_step(state, base, *device_data, w, key, active, control, positions),
                        out_shardings=(on_devices, everywhere), donate_argnums=0)
-    evaluate = make_evaluate(objective, method)
+    evaluate = make_evaluate(objective, method, cfg.device_chunk)
     # Under a server every device holds the same global model after merging: evaluate one copy of it.
     rows = (lambda a: a[:1]) if server else (lambda a: a)
     evaluate_fn = jax.jit(lambda state, w, stored=0.0: evaluate(jax.tree.map(rows, state.adapter), base,
