@@ -190,6 +190,23 @@ def test_smollm2_logits_match_transformers_gguf_loading(smollm2_ours, smollm2_th
     assert max_diff(model.apply(params, jnp.asarray(tokens)), ref) / np.abs(ref).max() <= 1e-3
 
 
+def test_smollm2_tokenizer_matches_transformers_gguf_tokenizer(smollm2_ours, smollm2_path):
+    """Ours is built from the GGUF with `tokenizers` alone (transformers' GGUF reader needs torch); it must give
+    the ids transformers gives, on every generated task's chat-formatted prompt and reply, and on odd text."""
+    from jaxdfl.data import text_tasks
+    from jaxdfl.data.text_encoding import prompt_ids, reply_ids
+
+    ours = smollm2_ours[0].tokenizer
+    theirs = transformers.AutoTokenizer.from_pretrained(str(smollm2_path.parent), gguf_file=smollm2_path.name)
+    for task in text_tasks.TASKS:
+        for ex in text_tasks.generate(task, 40, seed=5):
+            assert prompt_ids(ours, ex.prompt) == prompt_ids(theirs, ex.prompt)
+            assert [reply_ids(ours, c) for c in ex.choices] == [reply_ids(theirs, c) for c in ex.choices]
+    odd = "naïve café 😀 12345 <|im_start|>user\n\t  x"
+    assert ours(odd)["input_ids"] == theirs(odd)["input_ids"]
+    assert ours.decode(ours(odd)["input_ids"]) == theirs.decode(theirs(odd)["input_ids"])
+
+
 def test_smollm2_greedy_continuation_names_paris(smollm2_ours):
     model, params = smollm2_ours
     prompt = model.tokenizer("The capital of France is")["input_ids"]

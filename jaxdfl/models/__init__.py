@@ -88,11 +88,7 @@ def from_pretrained(path_or_name: str | Path, dtype: str = "float32",
                               f"name ({', '.join(registry.KNOWN)})")
     if path.suffix == ".gguf":
         spec, params = checkpoints.read_gguf(path)
-        try:
-            tokenizer = _hf_tokenizer(path.parent, gguf_file=path.name)
-        except ValueError:  # a GGUF without tokenizer data: weights only, like a directory without tokenizer files
-            tokenizer = None
-        model = decoder_model(spec, tokenizer)
+        model = decoder_model(spec, checkpoints.read_gguf_tokenizer(path))
     elif path.is_dir():
         config = checkpoints.read_hf_config(path)
         tensors = checkpoints.read_safetensors_dir(path)

@@ -108,3 +108,35 @@ def read_gguf(path: Path, dtype=np.float32) -> tuple[decoder.DecoderSpec, dict]:
     if not spec.tie_embeddings:
         params["head"] = lin("output.weight")
     return spec, params
+
+
+def read_gguf_tokenizer(path: Path):
+    """The byte-level BPE tokenizer stored in a GGUF file (``tokenizer.ggml.*``), with its chat template, built
+    with the ``tokenizers`` library (transformers' own GGUF reader needs torch). None when the file holds no
+    tokenizer. Control and user-defined tokens (``<|im_start|>``...) are special tokens, never split."""
+    from gguf import GGUFReader
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    fields = GGUFReader(str(path)).fields
+    if "tokenizer.ggml.tokens" not in fields:
+        return None
+    kind = fields["tokenizer.ggml.model"].contents()
+    if kind != "gpt2":
+        raise ConfigError(f"{path}: GGUF tokenizer model {kind!r} is not supported (only byte-level BPE, 'gpt2')")
+    tokens = fields["tokenizer.ggml.tokens"].contents()
+    merges = [tuple(m.split(" ", 1)) for m in fields["tokenizer.ggml.merges"].contents()]
+    types = fields["tokenizer.ggml.token_type"].contents()
+    bpe = Tokenizer(models.BPE({t: i for i, t in enumerate(tokens)}, merges, fuse_unk=False, byte_fallback=False))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.add_special_tokens([AddedToken(t, special=True, normalized=False) for t, k in zip(tokens, types)
+                            if k in (3, 4)])  # GGML token types: 3 control, 4 user-defined
+
+    def special(name):
+        key = f"tokenizer.ggml.{name}_token_id"
+        return tokens[fields[key].contents()] if key in fields else None
+
+    template = fields["tokenizer.chat_template"].contents() if "tokenizer.chat_template" in fields else None
+    return PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token=special("bos"), eos_token=special("eos"),
+                                   unk_token=special("unknown"), pad_token=special("padding"), chat_template=template)
