@@ -85,3 +85,20 @@ def test_text_data_needs_a_decoder():
     cfg["model"] = {"name": "tiny_vit"}
     with pytest.raises(jaxdfl.ConfigError, match="needs a tokenizer|needs a decoder"):
         jaxdfl.build_simulation(jaxdfl.load_config(cfg))
+
+
+def test_benchmark_files_run_end_to_end(tiny_llama_dir, tmp_path):
+    """data.name: text_files on the benchmark fixtures (published formats), through the whole run."""
+    from pathlib import Path
+
+    fixtures = Path(__file__).parent / "fixtures" / "text"
+    files = [str(fixtures / "boolq" / "dev.jsonl"), str(fixtures / "arc" / "ARC-Easy-Test.jsonl")]
+    cfg = text_config(tiny_llama_dir)
+    cfg["rounds"], cfg["num_devices"] = 1, 2
+    cfg["data"] = {"name": "text_files", "tasks": ["boolq", "arc"], "train_files": files, "test_files": files}
+    summary, _ = jaxdfl.run(cfg, out=tmp_path / "run", progress=False)
+    assert set(summary["per_task_accuracy"]) == {"boolq", "arc"}
+    assert set(summary["exact_match"]) == {"boolq", "arc"}
+    missing = dict(cfg["data"], test_files=[files[0], str(tmp_path / "nowhere.jsonl")])
+    with pytest.raises(jaxdfl.ConfigError, match="nowhere.jsonl"):
+        jaxdfl.build_simulation(jaxdfl.load_config(dict(cfg, data=missing)))
