@@ -120,7 +120,7 @@ def summarize(sim: Simulation, state: SimState, records: list[dict], initial: di
     own = data.task_of_device
     if (own >= 0).all() and len(final_acc) == len(own):
         summary["own_task_accuracy"] = float(final_acc[np.arange(len(own)), own].mean())
-    for key in ("collision_empirical", "collision_analytic", "num_clusters", "exact_match", "initial_exact_match"):
+    for key in ("collision_empirical", "collision_analytic", "num_clusters"):
         if records and key in records[-1]:
             summary[key] = records[-1][key]  # the last round's
     if records and "links" in records[-1]:
@@ -229,14 +229,14 @@ def run(config: str | Path | dict | Config | None = None, overrides=(), out: str
     if acc is None:  # resumed at the very end: evaluate the restored state
         last = cfg.rounds - 1
         acc = np.asarray(sim.evaluate_fn(state, sim.topology.mixing(last), stored_after(sim, last)))
+    generated = {}
     if sim.data.test_examples is not None:  # text: exact match of generated answers, adapted and base
         from jaxdfl.sim.text_eval import exact_match_by_task
 
         last = cfg.rounds - 1
-        records[-1]["exact_match"] = exact_match_by_task(sim, state, sim.topology.mixing(last),
-                                                         stored_after(sim, last))
-        records[-1]["initial_exact_match"] = exact_match_by_task(sim, None, None)
-    summary = summarize(sim, state, records, initial, acc, time.time() - start)
+        generated = {"exact_match": exact_match_by_task(sim, state, sim.topology.mixing(last), stored_after(sim, last)),
+                     "initial_exact_match": exact_match_by_task(sim, None, None)}
+    summary = summarize(sim, state, records, initial, acc, time.time() - start) | generated
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     from jaxdfl.plotting import plot_run
 
