@@ -197,9 +197,21 @@ def make_round_step(objective: Objective, method: Method, optimizer, local_steps
     return round_step
 
 
+def task_accuracies(objective: Objective, base, hook, test_x, test_y, test_n) -> jax.Array:
+    """``[T]``: the model ``base`` + ``hook`` on every task's test set (``test_x`` ``[T, m_max, ...]``, rows
+    past ``test_n[t]`` ignored)."""
+
+    def one_task(args):
+        x, y, n = args
+        correct = objective.scores(base, x, hook).argmax(-1) == y
+        return jnp.where(jnp.arange(y.shape[0]) < n, correct, False).sum() / n
+
+    return jax.lax.map(one_task, (test_x, test_y, test_n))
+
+
 def make_evaluate(objective: Objective, method: Method, device_chunk: int = 0) -> Callable:
     """``evaluate(adapter, base, test_x, test_y, test_n, w, stored=0.0) -> accuracy [M, T]``: every device's
-    model on every task's test set (``test_x`` ``[T, m_max, ...]``, rows past ``test_n[t]`` ignored).
+    model on every task's test set (:func:`task_accuracies`).
 
     Methods with an ``infer`` (implicit MoE) answer with every expert a device holds (:func:`expert_views`):
     the devices it aggregates with under ``w`` ``[M, M]`` (the planned mixing matrix), and, when the scalar
@@ -208,14 +220,7 @@ def make_evaluate(objective: Objective, method: Method, device_chunk: int = 0) -
 
     def one_device(adapter, own_view, experts, base, test_x, test_y, test_n):
         view = None if own_view is None else own_view._replace(experts=experts)
-        hook = adapter_hook(method, adapter, view)
-
-        def one_task(args):
-            x, y, n = args
-            correct = objective.scores(base, x, hook).argmax(-1) == y
-            return jnp.where(jnp.arange(y.shape[0]) < n, correct, False).sum() / n
-
-        return jax.lax.map(one_task, (test_x, test_y, test_n))
+        return task_accuracies(objective, base, adapter_hook(method, adapter, view), test_x, test_y, test_n)
 
     every_device = over_devices(one_device, (0, 0, None, None, None, None, None), device_chunk)
 
@@ -224,22 +229,6 @@ def make_evaluate(objective: Objective, method: Method, device_chunk: int = 0) -
         return every_device(adapter, *split_view(view), base, test_x, test_y, test_n)
 
     return evaluate
-
-
-def make_evaluate_base(objective: Objective) -> Callable:
-    """``evaluate_base(base, test_x, test_y, test_n) -> accuracy [T]``: the frozen base model alone (what every
-    device answers before training, since every method starts from a zero delta), at 1/M of the cost of
-    :func:`make_evaluate`."""
-
-    def evaluate_base(base, test_x, test_y, test_n):
-        def one_task(args):
-            x, y, n = args
-            correct = objective.scores(base, x, None).argmax(-1) == y
-            return jnp.where(jnp.arange(y.shape[0]) < n, correct, False).sum() / n
-
-        return jax.lax.map(one_task, (test_x, test_y, test_n))
-
-    return evaluate_base
 
 
 def make_capture(model_forward, layers: dict[str, tuple[int, int]], examples: int) -> Callable:
@@ -385,7 +374,10 @@ def build_simulation(cfg: Config) -> Simulation:
     evaluate_fn = jax.jit(lambda state, w, stored=0.0: evaluate(jax.tree.map(rows, state.adapter), base,
                                                                 *test_data, rows(w), stored),
                           out_shardings=everywhere)
-    base_accuracy_fn = functools.partial(jax.jit(make_evaluate_base(objective), out_shardings=everywhere), base,
-                                         *test_data)
+    # the frozen base alone: what every device answers before training (every method starts from a zero
+    # delta), at 1/M of the cost of evaluate_fn
+    base_accuracy_fn = functools.partial(jax.jit(functools.partial(task_accuracies, objective, hook=None),
+                                                 out_shardings=everywhere), base, test_x=test_data[0],
+                                         test_y=test_data[1], test_n=test_data[2])
     return Simulation(cfg, model, objective, base, method, optimizer, data, device_data, test_data, topology, mesh,
                       layers, init_fn, round_fn, evaluate_fn, base_accuracy_fn, controller, positions)

@@ -35,12 +35,8 @@ def exact_match_by_task(sim: Simulation, state: SimState | None, w, stored: floa
         if method.infer is not None:
             views = expert_views(method, adapters, w, stored)
 
-            def hook_fn(args, name, h):
-                return adapter_hook(method, *args)(name, h)
-        else:
-
-            def hook_fn(args, name, h):
-                return adapter_hook(method, args)(name, h)
+        def hook_fn(args, name, h):  # args: (the device's adapter, its ExpertView or None)
+            return adapter_hook(method, *args)(name, h)
 
     scores = {}
     for t, (name, examples) in enumerate(zip(data.task_names, data.test_examples)):
@@ -48,8 +44,9 @@ def exact_match_by_task(sim: Simulation, state: SimState | None, w, stored: floa
         if state is not None:
             i = answering_device(data.task_of_device, t)
             own = jax.tree.map(lambda a: a[i], adapters)
-            args = own if views is None else (own, views._replace(held=views.held[i], stored=views.stored[i],
-                                                                 index=views.index[i]))
+            view = None if views is None else views._replace(held=views.held[i], stored=views.stored[i],
+                                                             index=views.index[i])
+            args = (own, view)
         replies = generate_answers(sim.base, sim.model.spec, sim.model.tokenizer, examples, max_new, hook_fn, args)
         scores[name] = exact_match(replies, examples)
     return scores
