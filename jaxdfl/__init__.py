@@ -4,18 +4,22 @@
     summary, state = jaxdfl.run("quickstart", overrides=["rounds=10"], out="runs/nb")
 """
 
-from jaxdfl.adapters import AdapterState, Message, Method, Mixed, full, lora, make_method
+from jaxdfl.adapters import full, lora, make_method
 from jaxdfl.config import Config, list_bundled, load_config
+from jaxdfl.core import AdapterState, ExpertMixture, Message, Method, Mixed, RoundControl
 from jaxdfl.errors import ConfigError, UserError
-from jaxdfl.sim.engine import Simulation, build_simulation, make_evaluate, make_round_step
+from jaxdfl.sim.build import Simulation, build_simulation
+from jaxdfl.sim.evaluate import make_evaluate
+from jaxdfl.sim.round import make_round_step, run_rounds
 from jaxdfl.sim.run import run
-from jaxdfl.sim.state import SimState
+from jaxdfl.sim.state import RoundInputs, SimState
 from jaxdfl.topology import Topology, build_topology, mix
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AdapterState", "Config", "ConfigError", "Message", "Method", "Mixed", "SimState", "Simulation", "Topology",
-    "UserError", "build_simulation", "build_topology", "full", "list_bundled", "load_config", "lora",
-    "make_evaluate", "make_method", "make_round_step", "mix", "run",
+    "AdapterState", "Config", "ConfigError", "ExpertMixture", "Message", "Method", "Mixed", "RoundControl",
+    "RoundInputs", "SimState", "Simulation", "Topology", "UserError", "build_simulation", "build_topology", "full",
+    "list_bundled", "load_config", "lora", "make_evaluate", "make_method", "make_round_step", "mix", "run",
+    "run_rounds",
 ]

@@ -1,31 +1,22 @@
-"""Experiment configuration: YAML → frozen, validated dataclasses.
+"""Experiment configuration: YAML → frozen, validated dataclasses (:mod:`jaxdfl.schema`), one per section.
 
-Every section is a frozen dataclass; a field's type annotation is its schema. `Literal[...]` fields list the
-allowed values, and `__post_init__` checks ranges. Loading walks the YAML mapping against the dataclass
-fields, so an unknown key or a bad value raises :class:`ConfigError` naming the full key path
-(``method.rank``) and what is allowed.
-
-Overrides use dotted paths, ``apply_overrides(cfg_dict, ["method.rank=8"])``; the value is parsed as YAML
-(``8`` → int, ``[q, v]`` → list, ``null`` → None).
+The ``method`` section is the config class of the method ``method.name`` names, which lives beside that
+method's factory (:data:`jaxdfl.adapters.METHODS`). Overrides use dotted paths, ``["method.rank=8"]``; the
+value is parsed as YAML (``8`` → int, ``[q, v]`` → list, ``null`` → None).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 
+from jaxdfl.adapters import METHODS, LoraConfig, MethodConfig
+from jaxdfl.bundled import bundled_configs_dir, list_bundled, resolve_path
 from jaxdfl.errors import ConfigError
-
-
-def _require(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}: {message}")
+from jaxdfl.schema import build, check_path, plain, require
 
 
 @dataclass(frozen=True)
@@ -50,23 +41,24 @@ class ModelConfig:
     def __post_init__(self):
         allowed = ("embed", "q", "k", "v", "o", "gate", "up", "down", "head")
         bad = [a for a in self.adapt if a not in allowed]
-        _require(not bad and len(self.adapt) > 0, "adapt", f"got {list(self.adapt)}; choose from {list(allowed)}")
-        _require(self.name == "tiny_vit" or self.checkpoint not in ("bundled", "random"), "checkpoint",
+        require(not bad and len(self.adapt) > 0, "adapt", f"got {list(self.adapt)}; choose from {list(allowed)}")
+        require(self.name == "tiny_vit" or self.checkpoint not in ("bundled", "random"), "checkpoint",
                  "name: pretrained needs a checkpoint: a known name (smollm2-135m-instruct), a Hugging Face "
                  "directory or a .gguf file")
         for key in ("dim", "depth", "heads", "mlp_dim"):
             value = getattr(self, key)
-            _require(value is None or self.checkpoint == "random", key,
+            require(value is None or self.checkpoint == "random", key,
                      "sets the size of a random model only (checkpoint: random); a checkpoint has its own size")
-            _require(value is None or value >= 1, key, f"must be >= 1, got {value}")
+            require(value is None or value >= 1, key, f"must be >= 1, got {value}")
         if self.dim is not None and self.heads is not None:
-            _require(self.dim % self.heads == 0, "heads", f"must divide dim={self.dim}, got {self.heads}")
+            require(self.dim % self.heads == 0, "heads", f"must divide dim={self.dim}, got {self.heads}")
 
 
 @dataclass(frozen=True)
 class DataConfig:
     """The tasks and how their training data is split over devices.
 
+    Task names are checked against the dataset when the data is built (:func:`jaxdfl.data.check`).
     ``digits_multitask``: the digits suite (images; ``tasks`` from its transforms). ``text_tasks``: text task
     families jaxdfl generates (``reading``, ``arithmetic``, ``code``, ``commonsense``). ``text_files``: local
     copies of public benchmarks (``tasks`` from boolq, piqa, siqa, arc, hellaswag, gsm8k), one training file and
@@ -88,88 +80,21 @@ class DataConfig:
     root: str = ""  # cifar100: the cifar-100-python folder (or the folder holding it)
 
     def __post_init__(self):
-        if self.name == "digits_multitask":
-            from jaxdfl.data.digits import TASKS
-        elif self.name == "text_tasks":
-            from jaxdfl.data.text_tasks import TASKS
-        elif self.name == "cifar100":
-            TASKS = ("cifar100",)
-        else:
-            from jaxdfl.data.text_datasets import LOADERS as TASKS
-
-        bad = [t for t in self.tasks if t not in TASKS]
-        _require(not bad and len(self.tasks) > 0, "tasks", f"got {list(self.tasks)}; with name: {self.name} choose "
-                 f"from {sorted(TASKS)}")
-        _require(len(set(self.tasks)) == len(self.tasks), "tasks", "a task is listed twice")
+        require(len(self.tasks) > 0, "tasks", "needs at least one task")
+        require(len(set(self.tasks)) == len(self.tasks), "tasks", "a task is listed twice")
         if self.name == "text_files":
             for key in ("train_files", "test_files"):
-                _require(len(getattr(self, key)) == len(self.tasks), key,
+                require(len(getattr(self, key)) == len(self.tasks), key,
                          f"needs one file per task ({len(self.tasks)}), got {len(getattr(self, key))}")
-        _require(self.num_shards >= 1, "num_shards", f"must be >= 1, got {self.num_shards}")
-        _require(self.dirichlet_alpha > 0, "dirichlet_alpha", f"must be > 0, got {self.dirichlet_alpha}")
-        _require(0 < self.test_fraction < 1, "test_fraction", f"must be in (0, 1), got {self.test_fraction}")
+        require(self.num_shards >= 1, "num_shards", f"must be >= 1, got {self.num_shards}")
+        require(self.dirichlet_alpha > 0, "dirichlet_alpha", f"must be > 0, got {self.dirichlet_alpha}")
+        require(0 < self.test_fraction < 1, "test_fraction", f"must be in (0, 1), got {self.test_fraction}")
         for key in ("train_per_task", "test_per_task", "max_tokens"):
-            _require(getattr(self, key) >= 1, key, f"must be >= 1, got {getattr(self, key)}")
+            require(getattr(self, key) >= 1, key, f"must be >= 1, got {getattr(self, key)}")
 
     @property
     def is_text(self) -> bool:
         return self.name in ("text_tasks", "text_files")
-
-
-@dataclass(frozen=True)
-class MethodConfig:
-    """The adapter method each device trains and what it sends.
-
-    Keys marked (A) apply to Paper A's ``so_lora`` and ``lori``; a null among them takes the method's default
-    (so_lora: entropy allocation, column refinement, top-k = rank, density 0.5; lori: uniform allocation,
-    no refinement, every expert summed, density 0.1).
-    """
-
-    # lora, full: send the model itself. soft, tlora, rlora, slora, ilora (Paper B): send sparsified deltas.
-    # so_lora, lori (Paper A): frozen per-device A, masked sparse B.
-    name: Literal["lora", "full", "soft", "tlora", "rlora", "slora", "ilora", "so_lora", "lori"] = "lora"
-    rank: int = 4
-    alpha: float = 8.0  # LoRA scale is alpha / rank
-    a_std: float | None = None  # std of the Gaussian A; None = 1/sqrt(fan_in) (SPEC §2.1)
-    # every device starts from the same adapter draw (FedAvg-style); null = true, except so_lora/lori (own A each)
-    shared_init: bool | None = None
-    ratio: float = 0.5  # Paper B sparsification ratio O: share of r·(d+k) entries sent per layer
-    error_feedback: bool = True  # Paper B: accumulate what was not sent and add it to the next update
-    zeta: float = 0.0  # weight of SOFT's orthogonality regulariser (B eq. 2); 0 = off
-    density: float | None = None  # (A) share of B's entries trained: the budget Q / Σ d·r, or LoRI's density
-    allocation: Literal["entropy", "uniform"] | None = None  # (A) layer densities from spectral entropy or equal
-    temperature: float = 1.0  # (A) τ in softmax(entropy/τ)
-    refine: Literal["column", "gate", "none"] | None = None  # (A) task-aware refinement of A (A(26)–(27))
-    moe_top_k: int | None = None  # (A) implicit-MoE top-k at inference (A(29)); 0 = sum every held expert
-    calib_rounds: int = 1  # (A) rounds of dense B training before the mask is fixed (A(18))
-    calib_examples: int = 64  # (A) examples per device for the base-model statistics H⁰
-    aggregation: Literal["masked", "literal"] = "masked"  # (A) per-position average, or A(10) over all neighbours
-    budget: Literal["density", "compute"] = "density"  # (A) Q from density, or from compute: c_max·batch/(ε·N_i)
-    compute_max: float = 0.0  # (A) c_max for budget: compute
-    compute_per_param: float = 1.0  # (A) ε for budget: compute
-    # (A) local training runs the inference mixture of every held expert (others frozen), not the own adapter
-    train_with_experts: bool = False
-
-    def __post_init__(self):
-        _require(self.rank >= 1, "rank", f"must be >= 1, got {self.rank}")
-        _require(0 < self.ratio <= 1, "ratio", f"must be in (0, 1], got {self.ratio}")
-        _require(self.zeta >= 0, "zeta", f"must be >= 0, got {self.zeta}")
-        _require(self.a_std is None or self.a_std > 0, "a_std", f"must be > 0 or null, got {self.a_std}")
-        _require(self.density is None or 0 < self.density <= 1, "density", f"must be in (0, 1], got {self.density}")
-        _require(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
-        _require(self.moe_top_k is None or self.moe_top_k >= 0, "moe_top_k", f"must be >= 0, got {self.moe_top_k}")
-        _require(self.calib_rounds >= 1, "calib_rounds", f"must be >= 1, got {self.calib_rounds}")
-        _require(self.calib_examples >= 1, "calib_examples", f"must be >= 1, got {self.calib_examples}")
-        _require(self.budget == "density" or self.compute_max > 0, "compute_max",
-                 f"must be > 0 when budget is 'compute', got {self.compute_max}")
-        _require(self.compute_per_param > 0, "compute_per_param", f"must be > 0, got {self.compute_per_param}")
-
-    @property
-    def per_device_init(self) -> bool:
-        """Whether each device draws its own adapter init (Paper A's static per-device A)."""
-        if self.shared_init is None:
-            return self.name in ("so_lora", "lori")
-        return not self.shared_init
 
 
 @dataclass(frozen=True)
@@ -190,12 +115,12 @@ class TopologyConfig:
     exchange_every: int = 5  # "clusters": inter-cluster expert exchange every n rounds; 0 = never
 
     def __post_init__(self):
-        _require(self.clients_per_round >= 0, "clients_per_round", f"must be >= 0, got {self.clients_per_round}")
-        _require(self.degree >= 1, "degree", f"must be >= 1, got {self.degree}")
-        _require(0 <= self.edge_prob <= 1, "edge_prob", f"must be in [0, 1], got {self.edge_prob}")
-        _require(self.resample_every >= 0, "resample_every", f"must be >= 0, got {self.resample_every}")
-        _require(0 <= self.s_max <= 1, "s_max", f"must be in [0, 1], got {self.s_max}")
-        _require(self.exchange_every >= 0, "exchange_every", f"must be >= 0, got {self.exchange_every}")
+        require(self.clients_per_round >= 0, "clients_per_round", f"must be >= 0, got {self.clients_per_round}")
+        require(self.degree >= 1, "degree", f"must be >= 1, got {self.degree}")
+        require(0 <= self.edge_prob <= 1, "edge_prob", f"must be in [0, 1], got {self.edge_prob}")
+        require(self.resample_every >= 0, "resample_every", f"must be >= 0, got {self.resample_every}")
+        require(0 <= self.s_max <= 1, "s_max", f"must be in [0, 1], got {self.s_max}")
+        require(self.exchange_every >= 0, "exchange_every", f"must be >= 0, got {self.exchange_every}")
 
 
 @dataclass(frozen=True)
@@ -217,8 +142,8 @@ class NetworkConfig:
     def __post_init__(self):
         for key in ("radius", "bandwidth", "delay_bound", "power_max", "noise", "path_loss_exp", "min_distance",
                     "bits_per_param"):
-            _require(getattr(self, key) > 0, key, f"must be > 0, got {getattr(self, key)}")
-        _require(self.move_std >= 0, "move_std", f"must be >= 0, got {self.move_std}")
+            require(getattr(self, key) > 0, key, f"must be > 0, got {getattr(self, key)}")
+        require(self.move_std >= 0, "move_std", f"must be >= 0, got {self.move_std}")
 
 
 @dataclass(frozen=True)
@@ -232,9 +157,9 @@ class OptimizerConfig:
     reset_state: bool = False  # re-initialise the optimizer state at the start of every round
 
     def __post_init__(self):
-        _require(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}")
-        _require(0 <= self.momentum < 1, "momentum", f"must be in [0, 1), got {self.momentum}")
-        _require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        require(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}")
+        require(0 <= self.momentum < 1, "momentum", f"must be in [0, 1), got {self.momentum}")
+        require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
 
 
 @dataclass(frozen=True)
@@ -267,14 +192,16 @@ class ControlConfig:
     def __post_init__(self):
         for key in ("delay_target", "lyapunov_v", "bandwidth", "bits_per_param", "radius", "power", "noise",
                     "smoothness", "singular_value_bound", "gradient_bound"):
-            _require(getattr(self, key) > 0, key, f"must be > 0, got {getattr(self, key)}")
-        _require(0 < self.ratio_min <= 1, "ratio_min", f"must be in (0, 1], got {self.ratio_min}")
-        _require(self.rank_max >= 1, "rank_max", f"must be >= 1, got {self.rank_max}")
+            require(getattr(self, key) > 0, key, f"must be > 0, got {getattr(self, key)}")
+        require(0 < self.ratio_min <= 1, "ratio_min", f"must be in (0, 1], got {self.ratio_min}")
+        require(self.rank_max >= 1, "rank_max", f"must be >= 1, got {self.rank_max}")
 
 
 @dataclass(frozen=True)
 class Config:
     """One simulation. See the README's config reference for every key."""
+
+    VARIANTS: ClassVar[dict] = {"method": METHODS}
 
     seed: int = 0
     rounds: int = 30
@@ -290,7 +217,7 @@ class Config:
     routing: Literal["all", "oracle"] = "all"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    method: MethodConfig = field(default_factory=MethodConfig)
+    method: MethodConfig = field(default_factory=LoraConfig)  # a section per method, chosen by method.name
     topology: TopologyConfig = field(default_factory=TopologyConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
@@ -298,43 +225,45 @@ class Config:
 
     def __post_init__(self):
         for key in ("rounds", "num_devices", "local_steps", "batch_size", "eval_every"):
-            _require(getattr(self, key) >= 1, key, f"must be >= 1, got {getattr(self, key)}")
-        _require(self.checkpoint_every >= 0, "checkpoint_every", f"must be >= 0, got {self.checkpoint_every}")
-        _require(self.device_chunk >= 0, "device_chunk", f"must be >= 0, got {self.device_chunk}")
+            require(getattr(self, key) >= 1, key, f"must be >= 1, got {getattr(self, key)}")
+        require(self.checkpoint_every >= 0, "checkpoint_every", f"must be >= 0, got {self.checkpoint_every}")
+        require(self.device_chunk >= 0, "device_chunk", f"must be >= 0, got {self.device_chunk}")
         if self.topology.name == "server":
             k = self.topology.clients_per_round
-            _require(k <= self.num_devices, "topology.clients_per_round",
+            require(k <= self.num_devices, "topology.clients_per_round",
                      f"{k} clients cannot be sampled from num_devices={self.num_devices}")
         for key, needs_tasks in (("routing", self.routing == "oracle"), ("topology.name", self.topology.name == "by_task")):
-            _require(not needs_tasks or self.data.partition == "task_per_device", key,
+            require(not needs_tasks or self.data.partition == "task_per_device", key,
                      f"needs data.partition: task_per_device, got {self.data.partition!r}")
+        deltas = type(self.method).sends_deltas
         if self.topology.server_weights == "unbiased":
-            _require(self.method.name not in ("lora", "full"), "topology.server_weights",
-                     f"'unbiased' weights do not sum to one, so they suit methods that send deltas "
-                     f"(soft, tlora, rlora, slora, ilora), not method.name={self.method.name!r}")
+            require(deltas, "topology.server_weights",
+                    f"'unbiased' weights do not sum to one, so they suit methods that send deltas "
+                    f"({_names(True)}), not method.name={self.method.name!r}")
         if self.control.name != "none":
-            _require(self.topology.name == "server" and self.method.name not in ("lora", "full"), "control.name",
-                     f"{self.control.name!r} controls server FL with a sparsifying method: it needs "
-                     "topology.name=server and method.name in soft, tlora, rlora, slora, ilora")
+            require(self.topology.name == "server" and deltas, "control.name",
+                    f"{self.control.name!r} controls server FL with a sparsifying method: it needs "
+                    f"topology.name=server and method.name in {_names(True)}")
         if self.network.name == "d2d":
-            _require(self.topology.name != "server", "network.name",
-                     "'d2d' carries device-to-device messages; topology.name=server uses Paper B's FDMA uplink "
-                     "(control.name: tsfa or osfa) instead")
+            require(self.topology.name != "server", "network.name",
+                    "'d2d' carries device-to-device messages; topology.name=server uses Paper B's FDMA uplink "
+                    "(control.name: tsfa or osfa) instead")
         if self.topology.name == "clusters":
-            _require(self.network.name == "d2d", "topology.name",
-                     "'clusters' forms clusters under the power/delay budget of network.name: d2d; set it")
-        if self.method.train_with_experts:
-            _require(self.method.name in ("so_lora", "lori"), "method.train_with_experts",
-                     f"applies to so_lora and lori (methods with experts), not {self.method.name!r}")
+            require(self.network.name == "d2d", "topology.name",
+                    "'clusters' forms clusters under the power/delay budget of network.name: d2d; set it")
         if self.topology.name == "kregular":
             d = self.topology.degree
-            _require(d < self.num_devices and (d * self.num_devices) % 2 == 0, "topology.degree",
+            require(d < self.num_devices and (d * self.num_devices) % 2 == 0, "topology.degree",
                      f"a {d}-regular graph on {self.num_devices} devices needs degree < num_devices "
                      "and degree*num_devices even")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples as lists), suitable for YAML."""
-        return _plain(dataclasses.asdict(self))
+        return plain(self)
+
+
+def _names(sends_deltas: bool) -> str:
+    return ", ".join(n for n, cls in METHODS.items() if cls.sends_deltas == sends_deltas)
 
 
 def _plain(value):
@@ -345,108 +274,15 @@ def _plain(value):
     return value
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Building dataclasses from plain data, with key paths in every error.
-
-
-def _type_name(tp) -> str:
-    if typing.get_origin(tp) is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
-
-
-def _coerce(value, tp, path: str):
-    """Check `value` against annotation `tp` and convert it (lists → tuples, ints → floats)."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{path}: got {value!r}; allowed: {', '.join(repr(a) for a in args)}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for option in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(value, option, path)
-            except ConfigError:
-                pass
-        raise ConfigError(f"{path}: got {value!r}; expected {' or '.join(_type_name(a) for a in args)}")
-    if origin is tuple:
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{path}: got {value!r}; expected a list")
-        return tuple(_coerce(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, path)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{path}: got {value!r}; expected true or false")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{path}: got {value!r}; expected an integer")
-        return value
-    if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{path}: got {value!r}; expected a number")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{path}: got {value!r}; expected a string")
-        return value
-    raise TypeError(f"unsupported config annotation {tp!r} at {path}")
-
-
-def _build(cls, data, path: str = ""):
-    prefix = f"{path}." if path else ""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path or 'config'}: expected a mapping of keys, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = [k for k in data if k not in names]
-    if unknown:
-        raise ConfigError(f"unknown config key '{prefix}{unknown[0]}'; allowed under "
-                          f"{path or 'the top level'}: {', '.join(names)}")
-    kwargs = {k: _coerce(v, hints[k], f"{prefix}{k}") for k, v in data.items()}
-    try:
-        return cls(**kwargs)
-    except ConfigError as err:
-        raise ConfigError(f"{prefix}{err}") from None
-
-
-def _check_path(dotted: str) -> None:
-    """Raise ConfigError unless `dotted` names a key of Config (every segment checked)."""
-    cls = Config
-    parts = dotted.split(".")
-    for i, part in enumerate(parts):
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        if part not in fields:
-            where = ".".join(parts[:i]) or "the top level"
-            raise ConfigError(f"unknown config key '{dotted}'; allowed under {where}: {', '.join(fields)}")
-        tp = typing.get_type_hints(cls)[part]
-        if i < len(parts) - 1:
-            if not dataclasses.is_dataclass(tp):
-                raise ConfigError(f"unknown config key '{dotted}': '{'.'.join(parts[:i + 1])}' is not a section")
-            cls = tp
-
-
 def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> dict:
-    """Return a copy of the nested mapping `data` with each ``a.b=value`` override applied."""
-    data = _plain(dict(data or {}))
+    """Return a copy of the nested mapping ``data`` with each ``a.b=value`` override applied."""
+    data = plain(dict(data or {}))
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key.path=value")
         dotted, raw = item.split("=", 1)
         dotted = dotted.strip()
-        _check_path(dotted)
+        check_path(Config, dotted)
         try:
             value = yaml.safe_load(raw)
         except yaml.YAMLError:
@@ -459,33 +295,6 @@ def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> dict:
                 raise ConfigError(f"cannot set '{dotted}': '{part}' is not a section in the config")
         node[leaf] = value
     return data
-
-
-def bundled_configs_dir() -> Path:
-    """The folder holding configs that ship with the package (the repo's top-level configs/)."""
-    try:
-        import jaxdfl.configs
-    except ImportError:  # running from a source checkout, where configs/ sits beside jaxdfl/
-        return Path(__file__).resolve().parent.parent / "configs"
-    return Path(jaxdfl.configs.__file__).parent
-
-
-def list_bundled() -> list[str]:
-    """Names of the bundled configs, e.g. ``quickstart`` or ``paper_a/lora``."""
-    root = bundled_configs_dir()
-    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
-
-
-def resolve_path(name_or_path: str | Path) -> Path:
-    """A config given as a file path or as a bundled name (``quickstart``, ``paper_a/lora``)."""
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    bundled = bundled_configs_dir() / f"{str(name_or_path).removesuffix('.yaml')}.yaml"
-    if bundled.is_file():
-        return bundled
-    raise ConfigError(f"config {str(name_or_path)!r} is neither a file nor a bundled config; "
-                      f"bundled: {', '.join(list_bundled())}")
 
 
 def load_config(source: str | Path | dict | Config | None = None, overrides=()) -> Config:
@@ -505,4 +314,9 @@ def load_config(source: str | Path | dict | Config | None = None, overrides=()) 
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML ({err})") from None
-    return _build(Config, apply_overrides(data, list(overrides)))
+    return build(Config, apply_overrides(data, list(overrides)))
+
+
+__all__ = ["Config", "ControlConfig", "DataConfig", "MethodConfig", "ModelConfig", "NetworkConfig",
+           "OptimizerConfig", "TopologyConfig", "apply_overrides", "bundled_configs_dir", "list_bundled",
+           "load_config", "resolve_path"]

@@ -7,3 +7,7 @@ class UserError(Exception):
 
 class ConfigError(UserError):
     """A config key is unknown or its value is not allowed. The message names the key path."""
+
+
+class ModelError(UserError):
+    """A model file or a model's own config that jaxdfl cannot read or does not support (names the file)."""

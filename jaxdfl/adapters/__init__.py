@@ -1,44 +1,42 @@
-"""Adapter methods: one file each, all fulfilling :class:`jaxdfl.adapters.base.Method`."""
+"""Adapter methods, one file each: a :class:`~jaxdfl.core.Method` factory and its config class.
+
+:data:`METHODS` is the registry ``method.name`` is looked up in. Adding a method is one file (a factory and a
+:class:`~jaxdfl.adapters.base.MethodConfig` subclass with a ``make``) plus one line here (``docs/methods.md``
+walks through an example).
+"""
 
 from __future__ import annotations
 
-from jaxdfl.adapters.base import AdapterState, ExpertView, Message, Method, Mixed, num_params
-from jaxdfl.adapters.full import full
-from jaxdfl.adapters.lora import lora
-from jaxdfl.adapters.so_lora import so_lora
-from jaxdfl.adapters.soft import sparse_lora
+import typing
 
-# Methods that send sparsified deltas (Paper B): the name is the sparsifier.
-DELTA_METHODS = ("soft", "tlora", "rlora", "slora", "ilora")
-
-
-# Paper A's defaults for keys left null: the proposed method, and LoRI (uniform density, no refinement, every
-# held expert summed).
-SO_LORA_DEFAULTS = {"so_lora": {"density": 0.5, "allocation": "entropy", "refine": "column", "top_k": None},
-                    "lori": {"density": 0.1, "allocation": "uniform", "refine": "none", "top_k": 0}}
+from jaxdfl.adapters.base import MethodConfig
+from jaxdfl.adapters.full import FullConfig, full
+from jaxdfl.adapters.lora import LoraConfig, lora
+from jaxdfl.adapters.so_lora import LoriConfig, SoLoraConfig, so_lora
+from jaxdfl.adapters.soft import SparseLoraConfig, sparse_lora
+from jaxdfl.core import AdapterState, ExpertMixture, ExpertView, Message, Method, Mixed, RoundControl, num_params
 
 
-def make_method(method_cfg, batch_size: int = 32) -> Method:
-    """The Method named by ``method.name``, built from its config section (``batch_size`` sets the compute
-    budget of ``so_lora``/``lori`` under ``method.budget: compute``)."""
-    if method_cfg.name in SO_LORA_DEFAULTS:
-        c, default = method_cfg, SO_LORA_DEFAULTS[method_cfg.name]
-        pick = lambda key, value: default[key] if value is None else value  # noqa: E731
-        return so_lora(c.rank, c.alpha, c.a_std, density=pick("density", c.density),
-                       allocation=pick("allocation", c.allocation), temperature=c.temperature,
-                       refine=pick("refine", c.refine), top_k=pick("top_k", c.moe_top_k),
-                       calib_rounds=c.calib_rounds, aggregation=c.aggregation, budget=c.budget,
-                       compute_max=c.compute_max, compute_per_param=c.compute_per_param, batch_size=batch_size,
-                       train_with_experts=c.train_with_experts)
-    if method_cfg.name == "lora":
-        return lora(method_cfg.rank, method_cfg.alpha, method_cfg.a_std)
-    if method_cfg.name == "full":
-        return full()
-    if method_cfg.name in DELTA_METHODS:
-        return sparse_lora(method_cfg.name, method_cfg.rank, method_cfg.alpha, method_cfg.a_std, method_cfg.ratio,
-                           method_cfg.error_feedback, method_cfg.zeta)
-    raise ValueError(f"unknown method {method_cfg.name!r}")  # unreachable: the config's Literal checks names
+def _by_name(*configs: type[MethodConfig]) -> dict[str, type[MethodConfig]]:
+    """``{name: config class}`` from each class's ``name: Literal[...]``."""
+    return {name: cls for cls in configs for name in typing.get_args(typing.get_type_hints(cls)["name"])}
 
 
-__all__ = ["DELTA_METHODS", "AdapterState", "ExpertView", "Message", "Method", "Mixed", "full", "lora", "make_method",
-           "num_params", "so_lora", "sparse_lora"]
+METHODS: dict[str, type[MethodConfig]] = _by_name(
+    LoraConfig,
+    FullConfig,
+    SparseLoraConfig,  # soft, tlora, rlora, slora, ilora
+    SoLoraConfig,
+    LoriConfig,
+)
+
+
+def make_method(method_cfg: MethodConfig, batch_size: int = 32) -> Method:
+    """The :class:`Method` a ``method`` config section describes (``batch_size`` sets the compute budget of
+    ``so_lora``/``lori`` under ``budget: compute``)."""
+    return method_cfg.make(batch_size)
+
+
+__all__ = ["METHODS", "AdapterState", "ExpertMixture", "ExpertView", "FullConfig", "LoraConfig", "LoriConfig",
+           "Message", "Method", "MethodConfig", "Mixed", "RoundControl", "SoLoraConfig", "SparseLoraConfig", "full",
+           "lora", "make_method", "num_params", "so_lora", "sparse_lora"]

@@ -1,10 +1,10 @@
-"""The per-round controller of server FL over FDMA (Paper B Alg. 3): host-side state (the virtual queue),
-jitted decisions. Built from the config's ``control`` section."""
+"""The per-round controller of server FL over FDMA (Paper B Alg. 3), built from the config's ``control``
+section. Its decisions are jnp and run inside the scanned round program; its state (the virtual delay queue)
+is carried in :attr:`jaxdfl.sim.state.SimState.controller` and checkpointed with it."""
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -15,15 +15,27 @@ from jaxdfl.network.fdma import client_distances, draw_snr, mean_snr
 
 
 class ServerController(NamedTuple):
-    """``step(queue, round, active) -> (control, record, queue)``: the round's ratio for the clients'
-    ``encode`` and what to log (``ratio``, ``delay_s``, ``queue``, ``gamma``, ``bandwidth_min/max``)."""
+    """TSFA or OSFA for one run.
 
-    rank: int  # the LoRA rank in use (TSFA: chosen offline)
-    initial_ratio: float  # O⁰ of Lemma 2 at that rank
-    step: Callable[[float, int, Any], tuple[dict, dict, float]]
+    Attributes:
+      rank: the LoRA rank in use (TSFA: chosen offline, Alg. 2; OSFA: the configured one).
+      initial_ratio: O⁰ of Lemma 2 at that rank.
+      constants: the convergence bound's constants (B Theorem 1).
+      mean_snr: ``[N]`` every client's mean SNR, the channel the offline stage plans with.
+      decide: ``(queue, round, active) -> (ratio, record, queue)``, jittable: the round's ratio O^t for the
+        clients' ``encode``, what to log (``ratio``, ``delay_s``, ``queue``, ``gamma``, ``bandwidth_min/max``)
+        and the queue after the round. ``active`` ``[K]`` are the sampled clients (None: all).
+    """
+
+    rank: int
+    initial_ratio: float
+    constants: BoundConstants
+    mean_snr: jax.Array
+    decide: Callable
 
 
-def _constants(cfg) -> BoundConstants:
+def bound_constants(cfg) -> BoundConstants:
+    """The bound's constants from the ``control`` section, η and E from the optimizer and local steps."""
     c = cfg.control
     return BoundConstants(S=c.smoothness, H=c.lora_error, W=c.singular_value_bound, phi=c.heterogeneity,
                           G=c.gradient_bound, eta=cfg.optimizer.learning_rate, E=float(cfg.local_steps),
@@ -33,7 +45,7 @@ def _constants(cfg) -> BoundConstants:
 def build_controller(cfg, layers: dict[str, tuple[int, int]]) -> ServerController:
     """TSFA or OSFA for ``cfg`` (``layers``: adapted linear maps → (in, out), for Σ_l (d_l + ℓ_l))."""
     c = cfg.control
-    consts = _constants(cfg)
+    consts = bound_constants(cfg)
     dims = float(sum(i + o for i, o in layers.values()))
     link = dict(dims=dims, bits_per_param=c.bits_per_param, bandwidth=c.bandwidth)
     sampled = cfg.topology.clients_per_round or cfg.num_devices
@@ -49,31 +61,23 @@ def build_controller(cfg, layers: dict[str, tuple[int, int]]) -> ServerControlle
     rank = int(rank)
     round_key = jax.random.fold_in(jax.random.key(cfg.seed), 4)
 
-    @jax.jit
     def decide(queue, round_, active):
         picked = distances if active is None else distances[active]
         snr = draw_snr(jax.random.fold_in(round_key, round_), picked, **channel)
-        ratio, shares, delay = online_ratio(queue, c.lyapunov_v, float(rank), snr, consts, ratio_min=c.ratio_min, **link)
-        gamma = convergence_bound(float(rank), ratio, float(sampled), consts)
-        return ratio, delay, gamma, shares.min(), shares.max(), queue_update(queue, delay, c.delay_target)
+        ratio, shares, delay = online_ratio(queue, c.lyapunov_v, float(rank), snr, consts, ratio_min=c.ratio_min,
+                                            **link)
+        new_queue = queue_update(queue, delay, c.delay_target)
+        record = {"ratio": ratio, "delay_s": delay, "queue": new_queue,
+                  "gamma": convergence_bound(float(rank), ratio, float(sampled), consts),
+                  "bandwidth_min": shares.min(), "bandwidth_max": shares.max()}
+        return ratio, record, new_queue
 
-    def step(queue: float, round_: int, active):
-        ratio, delay, gamma, b_min, b_max, new_queue = decide(jnp.float32(queue), round_, active)
-        record = {"ratio": float(ratio), "delay_s": float(delay), "queue": float(new_queue), "gamma": float(gamma),
-                  "bandwidth_min": float(b_min), "bandwidth_max": float(b_max)}
-        return {"ratio": ratio}, record, float(new_queue)
-
-    return ServerController(rank, float(ratio0), step)
+    return ServerController(rank, float(ratio0), consts, snr_bar, decide)
 
 
-def effective_config(cfg, controller: ServerController):
-    """The config the simulation runs: under TSFA, method.rank is the offline choice and method.alpha keeps
-    the configured scale alpha/rank."""
-    if cfg.control.name != "tsfa" or controller.rank == cfg.method.rank:
-        return cfg
-    scale = cfg.method.alpha / cfg.method.rank
-    method = dataclasses.replace(cfg.method, rank=controller.rank, alpha=scale * controller.rank)
-    return dataclasses.replace(cfg, method=method)
+def initial_queue() -> jax.Array:
+    """Q⁰ = 0 (B(21))."""
+    return jnp.zeros((), jnp.float32)
 
 
-__all__ = ["ServerController", "build_controller", "effective_config"]
+__all__ = ["ServerController", "bound_constants", "build_controller", "initial_queue"]

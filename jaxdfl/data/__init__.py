@@ -79,9 +79,35 @@ def text_splits(data_cfg, tokenizer) -> tuple[list[TaskSplit], tuple[int, int], 
     return splits, (num_choices, reply_tokens), tuple(tuple(test) for _, test in pairs)
 
 
+def task_names(data_name: str) -> tuple[str, ...]:
+    """The task names dataset ``data.name`` offers."""
+    if data_name == "digits_multitask":
+        return tuple(TASKS)
+    if data_name == "cifar100":
+        return ("cifar100",)
+    if data_name == "text_tasks":
+        from jaxdfl.data.text_tasks import TASKS as TEXT_TASKS
+
+        return tuple(TEXT_TASKS)
+    from jaxdfl.data.text_datasets import LOADERS
+
+    return tuple(LOADERS)
+
+
+def check(data_cfg) -> None:
+    """Raise :class:`ConfigError` naming ``data.tasks`` unless every task is one ``data.name`` offers (before
+    anything slow is loaded)."""
+    offered = task_names(data_cfg.name)
+    bad = [t for t in data_cfg.tasks if t not in offered]
+    if bad:
+        raise ConfigError(f"data.tasks: got {list(data_cfg.tasks)}; with name: {data_cfg.name} choose from "
+                          f"{sorted(offered)}")
+
+
 def build(data_cfg, num_devices: int, seed: int, tokenizer=None) -> FederatedData:
     """Build the tasks and split their training examples over ``num_devices`` devices (text tasks are
     tokenized with ``tokenizer``)."""
+    check(data_cfg)
     sizes, test_examples = (0, 0), None
     if data_cfg.is_text:
         splits, sizes, test_examples = text_splits(data_cfg, tokenizer)
@@ -119,5 +145,5 @@ def build(data_cfg, num_devices: int, seed: int, tokenizer=None) -> FederatedDat
                          test_examples)
 
 
-__all__ = ["FederatedData", "NUM_CLASSES", "TASKS", "TaskSplit", "build", "partition", "pretrain_split",
-           "task_splits"]
+__all__ = ["FederatedData", "NUM_CLASSES", "TASKS", "TaskSplit", "build", "check", "partition", "pretrain_split",
+           "task_names", "task_splits"]

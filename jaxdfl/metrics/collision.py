@@ -1,4 +1,4 @@
-"""Parameter collision between sparse masks (Paper A eq. (19), SPEC §2.4).
+"""Parameter collision between sparse masks (A(19)).
 
 A *collision* is a parameter position that two or more devices train (and send) at once: their values are
 averaged together and interfere. Both functions are pure jnp and jittable.
@@ -45,3 +45,25 @@ def empirical_collision(masks: jax.Array) -> jax.Array:
     """
     active = jnp.sum(jnp.asarray(masks) != 0, axis=0)
     return jnp.mean((active >= 2).astype(jnp.float32))
+
+
+def neighbourhood_collision(w: jax.Array, masks) -> jax.Array:
+    """Mean over devices i of the share of positions where two or more of i's in-neighbours (W_ij > 0, i
+    included) hold a mask entry: the empirical counterpart of A(19) for every aggregation set.
+
+    ``w`` ``[M, M]``; ``masks`` pytree of 0/1 ``[M, ...]``; all layers' positions pooled."""
+    linked = (w != 0).astype(jnp.float32)
+    counts = [jnp.einsum("ij,j...->i...", linked, m).reshape(w.shape[0], -1) for m in jax.tree.leaves(masks)]
+    return jnp.mean(jnp.concatenate(counts, axis=1) >= 2)
+
+
+def neighbourhood_collision_rate(w: jax.Array, masks) -> jax.Array:
+    """A(19) for every device's aggregation set {j: W_ij > 0}, each device j active at a leaf's positions
+    with probability s_j = its mask's density there; per device the layers are pooled by their sizes (the
+    expected value of :func:`neighbourhood_collision`), then averaged over devices."""
+    leaves = jax.tree.leaves(masks)
+    s = jnp.stack([m.reshape(m.shape[0], -1).mean(1) for m in leaves], axis=1)  # [M, leaves]
+    sizes = jnp.array([m[0].size for m in leaves], jnp.float32)
+    linked = (w != 0).astype(jnp.float32)
+    per_leaf = jax.vmap(lambda row: collision_rate(row[:, None] * s))(linked)  # [M, leaves]
+    return jnp.mean(per_leaf @ sizes / sizes.sum())

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxdfl.errors import ConfigError
+from jaxdfl.errors import ModelError
 from jaxdfl.models import decoder
 
 
 def read_hf_config(directory: Path) -> dict:
     path = directory / "config.json"
     if not path.is_file():
-        raise ConfigError(f"{directory}: no config.json (expected a Hugging Face model directory)")
+        raise ModelError(f"{directory}: no config.json (expected a Hugging Face model directory)")
     return json.loads(path.read_text())
 
 
@@ -33,12 +33,12 @@ def read_safetensors_dir(directory: Path, dtype=np.float32) -> dict[str, np.ndar
     elif (directory / "model.safetensors").is_file():
         shards = ["model.safetensors"]
     else:
-        raise ConfigError(f"{directory}: neither model.safetensors nor model.safetensors.index.json")
+        raise ModelError(f"{directory}: neither model.safetensors nor model.safetensors.index.json")
     tensors = {}
     for shard in shards:
         path = directory / shard
         if not path.is_file():
-            raise ConfigError(f"{path}: shard listed in the index is missing")
+            raise ModelError(f"{path}: shard listed in the index is missing")
         with safe_open(str(path), framework="flax") as f:  # numpy has no bfloat16; jax reads it
             for name in f.keys():
                 tensors[name] = np.asarray(f.get_tensor(name), dtype=dtype)
@@ -62,16 +62,16 @@ def read_gguf(path: Path, dtype=np.float32) -> tuple[decoder.DecoderSpec, dict]:
     reader = GGUFReader(str(path))
     arch = reader.fields["general.architecture"].contents()
     if arch != "llama":
-        raise ConfigError(f"{path}: GGUF architecture {arch!r} is not supported (only llama)")
+        raise ModelError(f"{path}: GGUF architecture {arch!r} is not supported (only llama)")
 
     def meta(key, default=None):
         field = reader.fields.get(f"llama.{key}")
         if field is None and default is None:
-            raise ConfigError(f"{path}: GGUF lacks metadata llama.{key}")
+            raise ModelError(f"{path}: GGUF lacks metadata llama.{key}")
         return default if field is None else field.contents()
 
     if "llama.rope.scaling.type" in reader.fields:
-        raise ConfigError(f"{path}: RoPE scaling ({meta('rope.scaling.type')}) is not supported (only plain RoPE)")
+        raise ModelError(f"{path}: RoPE scaling ({meta('rope.scaling.type')}) is not supported (only plain RoPE)")
 
     raw = {t.name: t for t in reader.tensors}
     heads, kv = meta("attention.head_count"), meta("attention.head_count_kv")
@@ -87,7 +87,7 @@ def read_gguf(path: Path, dtype=np.float32) -> tuple[decoder.DecoderSpec, dict]:
 
     def get(name: str) -> np.ndarray:  # torch layout [out, in]
         if name not in raw:
-            raise ConfigError(f"{path}: GGUF lacks tensor {name!r}")
+            raise ModelError(f"{path}: GGUF lacks tensor {name!r}")
         t = raw[name]
         return np.asarray(dequantize(t.data, t.tensor_type), dtype=dtype).reshape(
             tuple(int(d) for d in reversed(t.shape)))
@@ -123,7 +123,7 @@ def read_gguf_tokenizer(path: Path):
         return None
     kind = fields["tokenizer.ggml.model"].contents()
     if kind != "gpt2":
-        raise ConfigError(f"{path}: GGUF tokenizer model {kind!r} is not supported (only byte-level BPE, 'gpt2')")
+        raise ModelError(f"{path}: GGUF tokenizer model {kind!r} is not supported (only byte-level BPE, 'gpt2')")
     tokens = fields["tokenizer.ggml.tokens"].contents()
     merges = [tuple(m.split(" ", 1)) for m in fields["tokenizer.ggml.merges"].contents()]
     types = fields["tokenizer.ggml.token_type"].contents()

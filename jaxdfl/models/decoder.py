@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 import jax
 import jax.numpy as jnp
 
-from jaxdfl.errors import ConfigError
+from jaxdfl.errors import ModelError
 from jaxdfl.models.blocks import Hook, linear
 
 SUPPORTED = ("llama", "qwen2")
@@ -43,13 +43,13 @@ class DecoderSpec:
         """From a Hugging Face ``config.json`` of a ``llama`` or ``qwen2`` model."""
         family = cfg.get("model_type")
         if family not in SUPPORTED:
-            raise ConfigError(f"model_type {family!r} is not a supported decoder; supported: {list(SUPPORTED)}")
+            raise ModelError(f"model_type {family!r} is not a supported decoder; supported: {list(SUPPORTED)}")
         rope_params = cfg.get("rope_parameters") or {}  # transformers >= 5 folds theta and scaling in here
         scaling = cfg.get("rope_scaling") or rope_params
         if scaling.get("rope_type", scaling.get("type", "default")) not in ("default", None):
-            raise ConfigError(f"rope_scaling {scaling} is not supported (only plain RoPE)")
+            raise ModelError(f"rope_scaling {scaling} is not supported (only plain RoPE)")
         if cfg.get("hidden_act", "silu") != "silu":
-            raise ConfigError(f"hidden_act {cfg['hidden_act']!r} is not supported (only silu, SwiGLU)")
+            raise ModelError(f"hidden_act {cfg['hidden_act']!r} is not supported (only silu, SwiGLU)")
         heads = cfg["num_attention_heads"]
         theta = cfg.get("rope_theta") or rope_params.get("rope_theta") or 10000.0
         return cls(
@@ -219,7 +219,7 @@ def _torch_linear(tensors: dict, name: str, bias: bool = False) -> dict:
 
 def params_from_hf(tensors: dict, spec: DecoderSpec) -> dict:
     """Our layout from a flat Hugging Face state dict (``model.layers.{i}.self_attn.q_proj.weight``...),
-    torch ``[out, in]`` matrices transposed to ``[in, out]``. Names a missing tensor in a ConfigError."""
+    torch ``[out, in]`` matrices transposed to ``[in, out]``. Names a missing tensor in a ModelError."""
     try:
         params = {"embed": {"table": tensors["model.embed_tokens.weight"]},
                   "ln_f": {"scale": tensors["model.norm.weight"]}}
@@ -235,5 +235,5 @@ def params_from_hf(tensors: dict, spec: DecoderSpec) -> dict:
         if not spec.tie_embeddings:
             params["head"] = _torch_linear(tensors, "lm_head")
     except KeyError as err:
-        raise ConfigError(f"checkpoint lacks tensor {err.args[0]!r} for a {spec.family} decoder") from None
+        raise ModelError(f"checkpoint lacks tensor {err.args[0]!r} for a {spec.family} decoder") from None
     return params

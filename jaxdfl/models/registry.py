@@ -19,7 +19,7 @@ import zipfile
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from jaxdfl.errors import ConfigError, UserError
+from jaxdfl.errors import ModelError, UserError
 
 
 class PackagedModel(NamedTuple):
@@ -41,7 +41,7 @@ def cache_dir() -> Path:
 
 def _known(name: str) -> PackagedModel:
     if name not in KNOWN:
-        raise ConfigError(f"unknown model name {name!r}; known: {', '.join(KNOWN)} (or give a local path)")
+        raise ModelError(f"unknown model name {name!r}; known: {', '.join(KNOWN)} (or give a local path)")
     return KNOWN[name]
 
 

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdfl.errors import ConfigError
+from jaxdfl.errors import ModelError
 from jaxdfl.models.blocks import Hook, layer_norm, linear
 
 # transformers.ViTConfig defaults, for keys a config.json leaves out.
@@ -38,10 +38,10 @@ def _square(cfg: dict, key: str) -> int:
     value = cfg[key]
     if isinstance(value, (list, tuple)):
         if len(value) != 2 or value[0] != value[1]:
-            raise ConfigError(f"vit config {key}: only square sizes are supported, got {value!r}")
+            raise ModelError(f"vit config {key}: only square sizes are supported, got {value!r}")
         value = value[0]
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ConfigError(f"vit config {key}: expected a positive int, got {value!r}")
+        raise ModelError(f"vit config {key}: expected a positive int, got {value!r}")
     return value
 
 
@@ -62,11 +62,11 @@ class ViTSpec:
         for key in ("image_size", "patch_size", "num_channels", "hidden_size", "num_hidden_layers",
                     "num_attention_heads", "intermediate_size", "num_labels"):
             if getattr(self, key) <= 0:
-                raise ConfigError(f"vit: {key} must be positive, got {getattr(self, key)}")
+                raise ModelError(f"vit: {key} must be positive, got {getattr(self, key)}")
         if self.image_size % self.patch_size:
-            raise ConfigError(f"vit: image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+            raise ModelError(f"vit: image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
         if self.hidden_size % self.num_attention_heads:
-            raise ConfigError(f"vit: hidden_size {self.hidden_size} is not a multiple of "
+            raise ModelError(f"vit: hidden_size {self.hidden_size} is not a multiple of "
                               f"num_attention_heads {self.num_attention_heads}")
 
     @property
@@ -83,16 +83,16 @@ class ViTSpec:
     @classmethod
     def from_hf_config(cls, cfg: Mapping) -> ViTSpec:
         """The spec of a Hugging Face ``config.json`` dict (``model_type`` ``"vit"``); missing keys take
-        ``transformers.ViTConfig``'s defaults. Raises :class:`ConfigError` for settings this model does not do."""
+        ``transformers.ViTConfig``'s defaults. Raises :class:`ModelError` for settings this model does not do."""
         cfg = _HF_DEFAULTS | dict(cfg)
         if cfg.get("model_type") != "vit":
-            raise ConfigError(f"vit config model_type: expected 'vit', got {cfg.get('model_type')!r}")
+            raise ModelError(f"vit config model_type: expected 'vit', got {cfg.get('model_type')!r}")
         if cfg["hidden_act"] != "gelu":
-            raise ConfigError("vit config hidden_act: only 'gelu' (exact, erf) is supported, "
+            raise ModelError("vit config hidden_act: only 'gelu' (exact, erf) is supported, "
                               f"got {cfg['hidden_act']!r}")
         hidden, heads = cfg["hidden_size"], cfg["num_attention_heads"]
         if cfg.get("head_dim") not in (None, hidden // heads if heads else None):
-            raise ConfigError(f"vit config head_dim: only hidden_size / num_attention_heads is supported, "
+            raise ModelError(f"vit config head_dim: only hidden_size / num_attention_heads is supported, "
                               f"got {cfg['head_dim']!r}")
         # config.json stores the labels (id2label), not num_labels; PretrainedConfig's default is 2
         num_labels = len(cfg["id2label"]) if "id2label" in cfg else cfg.get("num_labels", 2)
@@ -138,7 +138,7 @@ _BLOCK_NORMS = {
 def params_from_hf(tensors: Mapping[str, np.ndarray], spec: ViTSpec) -> dict:
     """Our weights from a flat HF ``ViTForImageClassification`` state dict (torch ``[out, in]`` linears are
     transposed to ``[in, out]``; the patch conv ``[hidden, C, p, p]`` becomes ``[C·p·p, hidden]``). Raises
-    :class:`ConfigError` naming any missing tensor or one whose shape does not fit ``spec``; extra tensors (a
+    :class:`ModelError` naming any missing tensor or one whose shape does not fit ``spec``; extra tensors (a
     pooler, say) are ignored."""
 
     def get(*names: str, shape: tuple[int, ...]) -> jax.Array:
@@ -146,9 +146,9 @@ def params_from_hf(tensors: Mapping[str, np.ndarray], spec: ViTSpec) -> dict:
             if n in tensors:
                 value = np.asarray(tensors[n])
                 if value.shape != shape:
-                    raise ConfigError(f"vit weights: {n} has shape {value.shape}, expected {shape} for this config")
+                    raise ModelError(f"vit weights: {n} has shape {value.shape}, expected {shape} for this config")
                 return jnp.asarray(value)
-        raise ConfigError(f"vit weights: missing tensor {names[0]}")
+        raise ModelError(f"vit weights: missing tensor {names[0]}")
 
     d, m, p, c = spec.hidden_size, spec.intermediate_size, spec.patch_size, spec.num_channels
     sizes = {"q": (d, d), "k": (d, d), "v": (d, d), "o": (d, d), "up": (m, d), "down": (d, m)}  # torch [out, in]
@@ -205,10 +205,10 @@ def _block(params: dict, prefix: str, x: jax.Array, spec: ViTSpec, hook: Hook | 
 def apply(params: dict, pixels: jax.Array, spec: ViTSpec, hook: Hook | None = None) -> jax.Array:
     """Logits ``[batch, num_labels]`` for pixels ``[batch, channels, H, W]`` (NCHW, as HF's ``pixel_values``).
 
-    Raises :class:`ConfigError` if the pixels are not ``[batch, num_channels, image_size, image_size]``."""
+    Raises :class:`ModelError` if the pixels are not ``[batch, num_channels, image_size, image_size]``."""
     expected = (spec.num_channels, spec.image_size, spec.image_size)
     if pixels.ndim != 4 or tuple(pixels.shape[1:]) != expected:
-        raise ConfigError(f"vit input: expected pixels [batch, {', '.join(map(str, expected))}] (NCHW), "
+        raise ModelError(f"vit input: expected pixels [batch, {', '.join(map(str, expected))}] (NCHW), "
                           f"got shape {tuple(pixels.shape)}")
     x = linear(params, "embed", patchify(pixels, spec), hook)
     cls = jnp.broadcast_to(params["cls"], (x.shape[0], 1, spec.hidden_size))

@@ -1,19 +1,27 @@
-"""Local training of ONE device: E optimizer steps in a ``lax.scan`` (the engine vmaps it over devices)."""
+"""Local training of ONE device (E optimizer steps in a ``lax.scan``), and mapping a one-device function over
+the device axis."""
 
 from __future__ import annotations
+
+from typing import Callable
 
 import jax
 import optax
 
-from jaxdfl.adapters.base import AdapterState, ExpertView, Method
+from jaxdfl.core import AdapterState, ExpertView, Method, adapter_hook
 
 
-def adapter_hook(method: Method, state: AdapterState, view: ExpertView | None = None):
-    """The hook that attaches this device's adapter to the base model: ``method.delta``, or with an
-    :class:`ExpertView` ``method.infer`` (the mixture of every expert the device holds)."""
-    if view is None:
-        return lambda name, h: method.delta(state, name, h)
-    return lambda name, h: method.infer(state, name, h, view)
+def over_devices(fn: Callable, chunk: int = 0) -> Callable:
+    """``fn(shared, mine)`` mapped over the leading device axis of every leaf of ``mine``; ``shared`` (base
+    weights, test sets, experts read by everyone) is passed to every device as it is.
+
+    ``chunk`` 0: one ``jax.vmap``. ``chunk`` > 0: a ``lax.map`` over groups of ``chunk`` devices, each group
+    vmapped: the same results, with the memory of the mapped computation (activations kept for the backward
+    pass, above all) that of ``chunk`` devices instead of all of them, at the price of running the groups one
+    after another."""
+    if chunk <= 0:
+        return jax.vmap(fn, in_axes=(None, 0))
+    return lambda shared, mine: jax.lax.map(lambda one: fn(shared, one), mine, batch_size=chunk)
 
 
 def make_local_train(model_loss, method: Method, optimizer: optax.GradientTransformation, local_steps: int,
@@ -24,10 +32,10 @@ def make_local_train(model_loss, method: Method, optimizer: optax.GradientTransf
 
     ``x`` ``[n_max, ...]``, ``y`` ``[n_max]`` are the device's padded data and ``n`` its real size; each
     step draws a mini-batch of ``batch_size`` indices uniformly from ``[0, n)``. With a ``view`` the forward
-    pass is the device's mixture of held experts (:func:`adapter_hook`).
+    pass is the device's mixture of held experts (:func:`~jaxdfl.core.adapter_hook`).
     """
 
-    def train(state: AdapterState, opt_state, base, x, y, n, key, view=None):
+    def train(state: AdapterState, opt_state, base, x, y, n, key, view: ExpertView | None = None):
         if reset_state:
             opt_state = optimizer.init(state.params)
 

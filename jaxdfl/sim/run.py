@@ -1,5 +1,5 @@
-"""The run loop: Python orchestrates rounds, evaluation, logging and checkpoints; each round is one jitted
-program. Everything a run produces lands in its output folder:
+"""The run loop: Python orchestrates evaluation, logging and checkpoints; the rounds between two of them run
+as one jitted program (a ``lax.scan``). Everything a run produces lands in its output folder:
 
   config.yaml    the resolved config
   metrics.jsonl  one object per round (appended and flushed as the run goes)
@@ -25,8 +25,9 @@ from tqdm.auto import tqdm
 from jaxdfl.config import Config, load_config, resolve_path
 from jaxdfl.errors import UserError
 from jaxdfl.metrics import projection_overlap
+from jaxdfl.sim.build import Simulation, build_simulation
 from jaxdfl.sim.checkpoint import Checkpointer
-from jaxdfl.sim.engine import Simulation, build_simulation
+from jaxdfl.sim.schedule import segments
 from jaxdfl.sim.state import SimState
 
 
@@ -44,15 +45,10 @@ def _read_metrics(path: Path, upto_round: int) -> list[dict]:
     return [r for r in records if r["round"] <= upto_round]
 
 
-# per-round metrics the round program may return, logged as they come (see make_round_step)
-ROUND_METRICS = ("covariance_fro", "collision_empirical", "collision_analytic", "links", "delivered", "outages",
-                 "energy_j", "max_delay_s", "exchange_delay_s")
-
-
 def stored_after(sim: Simulation, round_: int) -> float:
     """The topology's ``stored`` flag once round ``round_`` (0-based) is done: 1.0 when devices hold the
     experts of other clusters (for evaluation)."""
-    return float(sim.topology.control(round_ + 1).get("stored", 0.0))
+    return float(sim.topology.control(round_ + 1).stored)
 
 
 def _num_clusters(topology) -> Callable[[np.ndarray], int] | None:
@@ -100,7 +96,8 @@ def summarize(sim: Simulation, state: SimState, records: list[dict], initial: di
         "base_params": sim.base_params,
         # memory: the frozen base is stored once; each simulated device adds its adapter and optimizer state
         "base_bytes": sum(leaf.nbytes for leaf in jax.tree.leaves(sim.base)),
-        "state_bytes_per_device": sum(leaf.nbytes for leaf in jax.tree.leaves(state)) / cfg.num_devices,
+        "state_bytes_per_device": sum(leaf.nbytes for leaf in jax.tree.leaves((state.adapter, state.opt_state)))
+        / cfg.num_devices,
         "uplink_params_total": uplink_total,
         "uplink_bits_total": float(sum(r["uplink_bits"] for r in records)),
         # what one sending device puts on the air in a round, as a share of the base model (Paper A Table I)
@@ -113,7 +110,7 @@ def summarize(sim: Simulation, state: SimState, records: list[dict], initial: di
         "wall_s": wall_s,
     }
     if sim.controller is not None:
-        summary["rank"] = cfg.method.rank
+        summary["rank"] = sim.controller.rank
         summary["initial_ratio"] = sim.controller.initial_ratio
         summary["time_avg_delay_s"] = float(np.mean([r["delay_s"] for r in records]))
         summary["delay_target_s"] = cfg.control.delay_target
@@ -129,16 +126,33 @@ def summarize(sim: Simulation, state: SimState, records: list[dict], initial: di
         summary["max_delay_s"] = max(r["max_delay_s"] for r in records)
     if sim.topology.labels is not None:
         summary["cluster_labels"] = sim.topology.labels.tolist()
-    if sim.method.expert is not None and cfg.num_devices > 1:
-        experts = jax.vmap(sim.method.expert)(state.adapter)
+    if sim.method.experts is not None and cfg.num_devices > 1:
+        experts = jax.vmap(sim.method.experts.expert)(state.adapter)
         overlaps = [projection_overlap(layer["a"]) for layer in experts.values()]
-        summary["projection_overlap"] = float(np.mean(overlaps))  # SPEC §2.1: near-orthogonal static A's
+        summary["projection_overlap"] = float(np.mean(overlaps))  # how near-orthogonal the static A's are
     return summary
+
+
+def _round_records(metrics: dict, rounds: range, w: np.ndarray, clusters) -> list[dict]:
+    """One record per round from the scanned program's stacked metrics (``[R]`` scalars are logged; per-device
+    arrays such as ``device_loss`` are not), plus the number of clusters of each round's planned graph."""
+    scalars = {k: np.asarray(v) for k, v in metrics.items() if np.ndim(v) == 1}
+    records = []
+    for i, r in enumerate(rounds):
+        record = {"round": r + 1, **{k: v[i].item() for k, v in scalars.items()}}
+        if clusters is not None:
+            record["num_clusters"] = clusters(w[i])
+        records.append(record)
+    return records
 
 
 def run(config: str | Path | dict | Config | None = None, overrides=(), out: str | Path | None = None,
         resume: bool = False, progress: bool = True) -> tuple[dict, SimState]:
     """Run one simulation end to end and write its output folder.
+
+    Between two evaluations or checkpoints the rounds run as one program; ``metrics.jsonl`` is written after
+    each such stretch, and ``wall_s`` of each of its rounds is the stretch's time (its evaluation included)
+    divided by its rounds.
 
     Args:
       config: a YAML path, a bundled config name (``"quickstart"``), a dict, a :class:`Config`, or None
@@ -164,13 +178,12 @@ def run(config: str | Path | dict | Config | None = None, overrides=(), out: str
             raise UserError(f"cannot resume: the config differs from the one saved in {saved}")
     elif metrics_path.exists():
         raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     start = time.time()
     sim = build_simulation(cfg)
-    key = jax.random.key(cfg.seed)
-    state = sim.init_fn(jax.random.fold_in(key, 0))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    state = sim.init_fn(jax.random.fold_in(jax.random.key(cfg.seed), 0))
     initial = _accuracy_record(np.asarray(sim.base_accuracy_fn())[None], sim)  # every method starts at the base
     clusters = _num_clusters(sim.topology)
     checkpointer = Checkpointer(out / "checkpoints")
@@ -179,45 +192,32 @@ def run(config: str | Path | dict | Config | None = None, overrides=(), out: str
         done, state = checkpointer.restore(state)
     records = _read_metrics(metrics_path, done)
     metrics_path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    queue = records[-1].get("queue", 0.0) if records else 0.0  # the controller's virtual delay queue
 
-    round_key = jax.random.fold_in(key, 1)
     bar = tqdm(total=cfg.rounds, initial=done, desc="rounds", unit="round", disable=not progress, dynamic_ncols=True)
     postfix: dict = {}
     acc = None
     try:
         with metrics_path.open("a") as log:
-            for r in range(done, cfg.rounds):
+            for first, stop in segments(done, cfg.rounds, cfg.eval_every, cfg.checkpoint_every):
                 t0 = time.time()
-                # `state` is donated to the round program: until the record below is written, only
-                # `new_state` is alive, and it belongs to a round the metrics do not hold yet.
-                active, control, control_record = sim.topology.active(r), sim.topology.control(r), {}
-                if sim.controller is not None:
-                    ratio, control_record, queue = sim.controller.step(queue, r, active)
-                    control = control | ratio
-                w = sim.topology.mixing(r)
-                new_state, m = sim.round_fn(state, w, jax.random.fold_in(round_key, r), active, control or None,
-                                            sim.positions(r))
-                record = {"round": r + 1, "train_loss": float(m["train_loss"]),
-                          "uplink_params": float(m["uplink_params"]), "uplink_bits": float(m["uplink_bits"]),
-                          "senders": int(m["senders"]), **control_record}
-                for key_ in ROUND_METRICS:
-                    if key_ in m:
-                        record[key_] = float(m[key_])
-                if clusters is not None:
-                    record["num_clusters"] = clusters(w)
-                if (r + 1) % cfg.eval_every == 0 or r + 1 == cfg.rounds:
-                    acc = np.asarray(sim.evaluate_fn(new_state, w, stored_after(sim, r)))
-                    record |= _accuracy_record(acc, sim)
-                    postfix["acc"] = f"{record['accuracy']:.3f}"
-                record["wall_s"] = time.time() - t0
-                log.write(json.dumps(record) + "\n")
+                inputs = sim.inputs(first, stop)
+                # `state` is donated to the program: until the records below are written, only `new_state`
+                # is alive, and it belongs to rounds the metrics do not hold yet.
+                new_state, metrics = sim.run_rounds(state, inputs)
+                new = _round_records(jax.device_get(metrics), range(first, stop), inputs.w, clusters)
+                if stop % cfg.eval_every == 0 or stop == cfg.rounds:
+                    acc = np.asarray(sim.evaluate_fn(new_state, inputs.w[-1], stored_after(sim, stop - 1)))
+                    new[-1] |= _accuracy_record(acc, sim)
+                    postfix["acc"] = f"{new[-1]['accuracy']:.3f}"
+                for record in new:
+                    record["wall_s"] = (time.time() - t0) / len(new)
+                    log.write(json.dumps(record) + "\n")
                 log.flush()
-                records.append(record)
-                state, done = new_state, r + 1
-                postfix["loss"] = f"{record['train_loss']:.3f}"
+                records += new
+                state, done = new_state, stop
+                postfix["loss"] = f"{new[-1]['train_loss']:.3f}"
                 bar.set_postfix(postfix, refresh=False)
-                bar.update(1)
+                bar.update(len(new))
                 if cfg.checkpoint_every and done % cfg.checkpoint_every == 0:
                     checkpointer.save(done, state)
     finally:
@@ -226,15 +226,15 @@ def run(config: str | Path | dict | Config | None = None, overrides=(), out: str
             checkpointer.save(done, state)  # a crash or Ctrl-C loses no completed round
         checkpointer.close()
 
+    last = cfg.rounds - 1
+    w_last = sim.topology.mixing(last)
     if acc is None:  # resumed at the very end: evaluate the restored state
-        last = cfg.rounds - 1
-        acc = np.asarray(sim.evaluate_fn(state, sim.topology.mixing(last), stored_after(sim, last)))
+        acc = np.asarray(sim.evaluate_fn(state, w_last, stored_after(sim, last)))
     generated = {}
     if sim.data.test_examples is not None:  # text: exact match of generated answers, adapted and base
         from jaxdfl.sim.text_eval import exact_match_by_task
 
-        last = cfg.rounds - 1
-        generated = {"exact_match": exact_match_by_task(sim, state, sim.topology.mixing(last), stored_after(sim, last)),
+        generated = {"exact_match": exact_match_by_task(sim, state, w_last, stored_after(sim, last)),
                      "initial_exact_match": exact_match_by_task(sim, None, None)}
     summary = summarize(sim, state, records, initial, acc, time.time() - start) | generated
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

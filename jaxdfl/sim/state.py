@@ -1,15 +1,46 @@
-"""The simulation state: every leaf carries the device axis first."""
+"""The simulation state and what drives one round of it."""
 
 from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from jaxdfl.adapters.base import AdapterState
+import jax
+
+from jaxdfl.core import AdapterState, RoundControl
 
 
 class SimState(NamedTuple):
-    """``adapter``: every device's :class:`AdapterState` (leaves ``[devices, ...]``); ``opt_state``: every
-    device's optax state (leaves ``[devices, ...]``)."""
+    """Everything a run carries from round to round (and checkpoints).
+
+    Attributes:
+      adapter: every device's :class:`~jaxdfl.core.AdapterState`, leaves ``[devices, ...]``.
+      opt_state: every device's optax state, leaves ``[devices, ...]``.
+      controller: the per-round controller's state, shared by all devices (TSFA/OSFA: the virtual delay
+        queue, a scalar); ``()`` without a controller.
+    """
 
     adapter: AdapterState
     opt_state: Any
+    controller: Any = ()
+
+
+class RoundInputs(NamedTuple):
+    """What one round takes besides the state; :func:`jaxdfl.sim.round.run_rounds` takes them stacked along a
+    leading round axis (``[R, ...]``).
+
+    Attributes:
+      key: the round's PRNG key (local batches, random sparsifiers, fading).
+      round: int32, the round's index (0-based; the controller's fading draw is keyed by it).
+      w: ``[M, M]`` the planned mixing matrix (receiver i averages W_ij of sender j).
+      active: ``[K]`` int32 indices of the devices that train and send (client sampling), or None: all.
+      control: the round's :class:`~jaxdfl.core.RoundControl` (a controller's ratio is filled in by the
+        program itself).
+      positions: ``[M, 2]`` device positions (device-to-device network), or None.
+    """
+
+    key: jax.Array
+    round: jax.Array
+    w: jax.Array
+    active: jax.Array | None
+    control: RoundControl
+    positions: jax.Array | None

@@ -11,9 +11,9 @@ from __future__ import annotations
 import jax
 import numpy as np
 
+from jaxdfl.core import adapter_hook, expert_views
 from jaxdfl.models.generate import exact_match, generate_answers
-from jaxdfl.sim.engine import Simulation, expert_views
-from jaxdfl.sim.local import adapter_hook
+from jaxdfl.sim.build import Simulation
 from jaxdfl.sim.state import SimState
 
 
@@ -32,8 +32,8 @@ def exact_match_by_task(sim: Simulation, state: SimState | None, w, stored: floa
     hook_fn, views = None, None
     if state is not None:
         adapters = state.adapter
-        if method.infer is not None:
-            views = expert_views(method, adapters, w, stored)
+        if method.experts is not None:
+            views = expert_views(jax.vmap(method.experts.expert)(adapters), w, stored)
 
         def hook_fn(args, name, h):  # args: (the device's adapter, its ExpertView or None)
             return adapter_hook(method, *args)(name, h)

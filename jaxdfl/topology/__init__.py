@@ -7,6 +7,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from jaxdfl.core import RoundControl
 from jaxdfl.topology import graphs
 from jaxdfl.topology.agnes import agnes_clusters
 from jaxdfl.topology.mixing import mix, mix_dense
@@ -16,16 +17,17 @@ class Topology(NamedTuple):
     """``mixing(round) -> W`` ``[M, M]`` float32, deterministic given the config seed.
 
     ``active(round)`` gives the sorted indices of the devices that train and send that round (``[K]``,
-    K = ``num_active``), or None when every device takes part. ``control(round)`` gives the round's flags
-    for the round program (clusters: ``exchange``, an inter-cluster exchange at the end of the round, and
-    ``stored``, experts of other clusters held at its start). ``labels`` ``[M]``: cluster of each device.
+    K = ``num_active``), or None when every device takes part. ``control(round)`` gives the round's
+    :class:`~jaxdfl.core.RoundControl` flags (clusters: ``exchange``, an inter-cluster exchange at the end of
+    the round, and ``stored``, experts of other clusters held at its start). ``labels`` ``[M]``: cluster of
+    each device.
     """
 
     name: str
     mixing: Callable[[int], np.ndarray]
     active: Callable[[int], np.ndarray | None] = lambda round_: None
     num_active: int | None = None
-    control: Callable[[int], dict] = lambda round_: {}
+    control: Callable[[int], RoundControl] = lambda round_: RoundControl()
     labels: np.ndarray | None = None
 
 
@@ -60,8 +62,8 @@ def build_topology(topo_cfg, num_devices: int, data_sizes: np.ndarray, seed: int
     if name == "clusters":
         every = topo_cfg.exchange_every
         static = graphs.cluster_average(labels, data_sizes)
-        flags = lambda r: {"exchange": bool(every and (r + 1) % every == 0),  # noqa: E731
-                           "stored": bool(every and r >= every)}
+        flags = lambda r: RoundControl(exchange=bool(every and (r + 1) % every == 0),  # noqa: E731
+                                       stored=float(bool(every and r >= every)))
         return Topology(name, lambda round_: static, control=flags, labels=np.asarray(labels))
     if static is not None:
         return Topology(name, lambda round_: static)

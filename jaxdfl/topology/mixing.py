@@ -1,4 +1,4 @@
-"""Applying a mixing matrix over the device axis (SPEC §5): ``y_i = Σ_j W_ij x_j`` for every leaf.
+"""Applying a mixing matrix over the device axis: ``y_i = Σ_j W_ij x_j`` for every leaf.
 
 Written as an ``einsum`` over the leading device axis; when that axis is sharded over the mesh axis
 ``"devices"`` XLA turns it into the matching collectives, so the same code runs on 1 or many chips.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxdfl.adapters.base import Message, Mixed
+from jaxdfl.core import Message, Mixed
 
 
 def mix_dense(w: jax.Array, tree):

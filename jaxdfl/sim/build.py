@@ -1,0 +1,191 @@
+"""From a :class:`~jaxdfl.config.Config` to a :class:`Simulation`: the model, data, method, topology and the
+jitted programs, with every array already placed on the accelerator mesh."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdfl import data as data_lib
+from jaxdfl.adapters.base import LowRankConfig
+from jaxdfl.config import Config
+from jaxdfl.control.server import ServerController, build_controller, initial_queue
+from jaxdfl.core import Method, layer_density, num_params, trained_params
+from jaxdfl.errors import ConfigError
+from jaxdfl.models import Model, adapted_layers, bundled_weights_path, from_pretrained, load_weights, tiny_vit
+from jaxdfl.models.model import tiny_vit_model
+from jaxdfl.network.d2d import LinkBudget, trajectory
+from jaxdfl.sim.evaluate import TestSets, make_evaluate, task_accuracies
+from jaxdfl.sim.mesh import make_mesh, replicated, sharded
+from jaxdfl.sim.objective import Objective, choice_likelihood, classification
+from jaxdfl.sim.optimizer import make_optimizer
+from jaxdfl.sim.round import Channel, DeviceData, make_round_step, run_rounds
+from jaxdfl.sim.schedule import round_inputs
+from jaxdfl.sim.state import RoundInputs, SimState
+from jaxdfl.topology import Topology, agnes_clusters, build_topology
+
+
+class Simulation(NamedTuple):
+    """Everything a run needs, built once from a config. Arrays are already on the mesh.
+
+    Programs: ``init_fn(key) -> SimState``; ``run_rounds(state, inputs) -> (state, metrics)`` runs the rounds
+    of :meth:`inputs` (stacked ``[R, ...]``) as one jitted scan, donating ``state``; ``round_step(state,
+    device, inputs)`` is the same round unjitted and unstacked (to compose or differentiate);
+    ``evaluate_fn(state, w, stored=0.0) -> [M, T]`` (``[1, T]`` under a server: the global model);
+    ``base_accuracy_fn() -> [T]``, the frozen base alone.
+    """
+
+    config: Config
+    model: Model
+    objective: Objective
+    method: Method
+    data: data_lib.FederatedData  # host copy (numpy)
+    topology: Topology
+    mesh: jax.sharding.Mesh
+    device: DeviceData  # base weights (replicated) and training sets (sharded over the device axis)
+    test: TestSets  # every task's test set, replicated
+    controller: ServerController | None  # TSFA/OSFA, if configured; its rank is the one in use
+    positions: Callable[[int], np.ndarray | None]  # device positions per round (d2d network), else None
+    init_fn: Callable[[jax.Array], SimState]
+    round_step: Callable
+    run_rounds: Callable
+    evaluate_fn: Callable
+    base_accuracy_fn: Callable
+
+    def inputs(self, start: int, stop: int) -> RoundInputs:
+        """The inputs of rounds ``start..stop-1``, stacked ``[R, ...]``, as the topology and network plan them."""
+        key = jax.random.fold_in(jax.random.key(self.config.seed), 1)
+        return round_inputs(self.topology, self.positions, key, start, stop)
+
+    def trainable_params(self, state: SimState) -> float:
+        """Trained parameters per device (the mean over devices; masked entries only, once masks are fixed)."""
+        return float(jnp.mean(jax.vmap(functools.partial(trained_params, self.method))(state.adapter)))
+
+    @property
+    def base(self) -> Any:
+        return self.device.base
+
+    @property
+    def base_params(self) -> int:
+        return num_params(self.device.base)
+
+    @property
+    def layers(self) -> dict[str, tuple[int, int]]:
+        """Adapted linear maps → ``(in, out)``."""
+        return adapted_layers(self.model, self.config.model.adapt)
+
+
+def load_model(model_cfg, seed: int = 0) -> tuple[Model, dict]:
+    """The base model and its frozen weights, as the ``model`` section says: ``bundled`` (the digits tiny ViT
+    that ships with jaxdfl), ``random`` (a seeded init, of ``dim/depth/heads/mlp_dim`` when given), a
+    ``.safetensors`` file written by jaxdfl, or under ``name: pretrained`` anything :func:`from_pretrained`
+    reads."""
+    if model_cfg.name == "pretrained":
+        return from_pretrained(model_cfg.checkpoint, model_cfg.dtype)
+    if model_cfg.checkpoint == "random":
+        sizes = {k: getattr(model_cfg, k) for k in ("dim", "depth", "heads", "mlp_dim")}
+        spec = tiny_vit.TinyViTSpec(**{k: v for k, v in sizes.items() if v is not None})
+        return tiny_vit_model(spec), tiny_vit.init_params(jax.random.key(seed), spec)
+    path = bundled_weights_path() if model_cfg.checkpoint == "bundled" else Path(model_cfg.checkpoint)
+    if not path.is_file():
+        raise ConfigError(f"model.checkpoint: no file at {path}")
+    return load_weights(path)
+
+
+def make_objective(model: Model, data: data_lib.FederatedData, data_name: str) -> Objective:
+    """Multiple-choice likelihood for text on a decoder, cross-entropy for images on a classifier."""
+    if model.is_decoder != (data.num_choices > 0):
+        need = "an image classifier (model.name: tiny_vit, or a ViT)" if model.is_decoder else "a decoder LM"
+        raise ConfigError(f"data.name: {data_name} needs {need}; the model is {model.name!r}")
+    if model.is_decoder:
+        return choice_likelihood(model.spec, data.num_choices, data.reply_tokens)
+    return classification(model.apply)
+
+
+def at_rank(method_cfg, rank: int):
+    """``method_cfg`` at another LoRA rank, keeping its scale alpha/rank (TSFA's offline choice)."""
+    if rank == method_cfg.rank:
+        return method_cfg
+    return dataclasses.replace(method_cfg, rank=rank, alpha=method_cfg.alpha / method_cfg.rank * rank)
+
+
+def cluster_labels(cfg: Config, method: Method, adapter, positions: np.ndarray) -> np.ndarray:
+    """AGNES clusters (Paper A §IV-C) from every device's layer densities and message size at init (neither
+    depends on the init key)."""
+    density = jax.vmap(functools.partial(layer_density, method))(adapter)
+    density = np.stack([np.asarray(d) for d in density.values()], axis=1)  # [M, layers]
+    net = cfg.network
+    bits = np.asarray(jax.vmap(functools.partial(trained_params, method))(adapter)) * net.bits_per_param
+    return agnes_clusters(density, positions, s_max=cfg.topology.s_max, p_max=net.power_max,
+                          delay_bound=net.delay_bound, bandwidth=net.bandwidth, bits=bits, noise=net.noise,
+                          path_loss_exp=net.path_loss_exp, min_distance=net.min_distance)
+
+
+def build_simulation(cfg: Config) -> Simulation:
+    """Load the model and data, build the method, topology and the jitted programs for ``cfg``."""
+    data_lib.check(cfg.data)
+    model, base = load_model(cfg.model, cfg.seed)
+    layers = adapted_layers(model, cfg.model.adapt)
+    controller = build_controller(cfg, layers) if cfg.control.name != "none" else None
+    method_cfg = cfg.method if controller is None else at_rank(cfg.method, controller.rank)
+    method = method_cfg.make(cfg.batch_size)
+    optimizer = make_optimizer(cfg.optimizer)
+    data = data_lib.build(cfg.data, cfg.num_devices, cfg.seed, tokenizer=model.tokenizer)
+    objective = make_objective(model, data, cfg.data.name)
+    mesh = make_mesh(cfg.num_devices)
+    on_devices, everywhere = sharded(mesh), replicated(mesh)
+    device = DeviceData(jax.device_put(base, everywhere), *jax.device_put((data.x, data.y, data.n), on_devices))
+    test = TestSets(*jax.device_put((data.test_x, data.test_y, data.test_n), everywhere))
+    state_sharding = SimState(on_devices, on_devices, everywhere)
+
+    stats = None
+    if method.calibrate is not None:  # what the method reads of the base on each device's data, once
+        calibrate = lambda base, x, n: method.calibrate(objective.forward, base, layers, x, n)  # noqa: E731
+        stats = jax.jit(jax.vmap(calibrate, in_axes=(None, 0, 0)), out_shardings=on_devices)(
+            device.base, device.x, device.n)
+
+    def init_fn(key, stats):  # stats are an argument, not a constant XLA would try to fold
+        k_adapter = jax.random.split(key, cfg.num_devices)
+        if not method_cfg.per_device_init:
+            k_adapter = jnp.broadcast_to(jax.random.fold_in(key, 0), (cfg.num_devices,))
+        adapter = jax.vmap(lambda k, s: method.init(k, layers, s))(k_adapter, stats)
+        queue = () if controller is None else initial_queue()
+        return SimState(adapter, jax.vmap(optimizer.init)(adapter.params), queue)
+
+    init_fn = functools.partial(jax.jit(init_fn, out_shardings=state_sharding), stats=stats)
+    channel, positions, labels = None, (lambda round_: None), None
+    if cfg.network.name == "d2d":
+        net = cfg.network
+        channel = Channel(LinkBudget(net.bandwidth, net.delay_bound, net.power_max, net.noise, net.path_loss_exp),
+                          net.min_distance)
+        positions = trajectory(cfg.num_devices, net.radius, net.move_std, cfg.seed)
+    if cfg.topology.name == "clusters":  # densities and message sizes are known at init, before training
+        labels = cluster_labels(cfg, method, init_fn(jax.random.key(cfg.seed)).adapter, positions(0))
+    topology = build_topology(cfg.topology, cfg.num_devices, data.n, cfg.seed, data.task_of_device, labels)
+
+    server = cfg.topology.name == "server"
+    round_step = make_round_step(objective, method, optimizer, local_steps=cfg.local_steps,
+                                 batch_size=cfg.batch_size, reset_state=cfg.optimizer.reset_state,
+                                 covariance=server and isinstance(method_cfg, LowRankConfig), collision=not server,
+                                 channel=channel, controller=controller, device_chunk=cfg.device_chunk)
+    scanned = jax.jit(functools.partial(run_rounds, round_step), out_shardings=(state_sharding, everywhere),
+                      donate_argnums=0)
+    evaluate = make_evaluate(objective, method, cfg.device_chunk)
+    # Under a server every device holds the same global model after merging: evaluate one copy of it.
+    rows = (lambda a: a[:1]) if server else (lambda a: a)
+    evaluate_fn = jax.jit(lambda state, w, stored=0.0, *, device, test: evaluate(
+        jax.tree.map(rows, state.adapter), device.base, test, rows(w), stored), out_shardings=everywhere)
+    # the frozen base alone: what every device answers before training (every method starts from a zero
+    # delta), at 1/M of the cost of evaluate_fn
+    base_accuracy_fn = jax.jit(functools.partial(task_accuracies, objective, hook=None), out_shardings=everywhere)
+    return Simulation(cfg, model, objective, method, data, topology, mesh, device, test, controller, positions,
+                      init_fn, round_step,
+                      lambda state, inputs: scanned(state, device, inputs),
+                      functools.partial(evaluate_fn, device=device, test=test),
+                      functools.partial(base_accuracy_fn, device.base, test=test))

@@ -1,0 +1,135 @@
+"""The round program: local training (vmapped) → encode → the channel → mixing → merge, for every device at
+once; and :func:`run_rounds`, a ``lax.scan`` of rounds in one XLA program.
+
+Everything that changes from round to round (the mixing matrix, the sampled clients, keys, flags, positions)
+is an input (:class:`~jaxdfl.sim.state.RoundInputs`), so rounds need no recompilation, run as a scan, and can
+be differentiated with respect to any of them.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxdfl.control.server import ServerController
+from jaxdfl.core import Method, expert_views
+from jaxdfl.metrics import lora_covariance, neighbourhood_collision, neighbourhood_collision_rate
+from jaxdfl.network.d2d import LinkBudget, broadcast_cost, channel_gains, deliver, distances
+from jaxdfl.sim.local import make_local_train, over_devices
+from jaxdfl.sim.objective import Objective
+from jaxdfl.sim.state import RoundInputs, SimState
+from jaxdfl.topology import mix
+
+
+class Channel(NamedTuple):
+    """The device-to-device air interface of a round program (Paper A §III)."""
+
+    budget: LinkBudget
+    min_distance: float
+
+
+class DeviceData(NamedTuple):
+    """The arrays a round reads and never changes: the frozen base weights (shared by every device) and every
+    device's padded training set, ``x`` ``[M, n_max, ...]``, ``y`` ``[M, n_max]``, ``n`` ``[M]``."""
+
+    base: dict
+    x: jax.Array
+    y: jax.Array
+    n: jax.Array
+
+
+def make_round_step(objective: Objective, method: Method, optimizer, *, local_steps: int, batch_size: int,
+                    reset_state: bool = False, covariance: bool = False, collision: bool = False,
+                    channel: Channel | None = None, controller: ServerController | None = None,
+                    device_chunk: int = 0) -> Callable:
+    """``round_step(state, data: DeviceData, inputs: RoundInputs) -> (state, metrics)`` for all devices.
+
+    Only the active devices (``inputs.active``, all when None) train and ``encode``, so an inactive device's
+    optimizer state and method memory carry over untouched and the compute is K/M of a full round; inactive
+    devices send an all-zero message with zero weight. Every device then ``merge``s what it receives. With a
+    ``controller`` (TSFA/OSFA) the program first decides the round's ratio from ``state.controller`` (the
+    delay queue). With a ``channel``, the round's Rayleigh fading, minimum powers and outages
+    (:func:`jaxdfl.network.d2d.deliver`) turn the planned W into the delivered one before mixing. On an
+    exchange round every device also hands its expert to every device it gives zero weight (other clusters).
+
+    ``metrics`` (every entry a scalar unless noted; :func:`jaxdfl.sim.run.run` logs every scalar):
+      ``train_loss`` mean local loss over active devices; ``device_loss`` ``[K]``; ``uplink_params``,
+      ``uplink_bits`` summed over transmitting devices (a device transmits when another gives it weight, or
+      on an exchange; a message's one-off setup part is charged whenever it appears); ``senders``;
+      ``covariance_fro`` (``covariance=True``: B(12) over the active devices' trained factors, weighted by
+      row 0 of W); ``collision_empirical``, ``collision_analytic`` (``collision=True``,
+      :func:`~jaxdfl.metrics.neighbourhood_collision` of the sent masks, a dense message holding every
+      position); with a channel the :class:`~jaxdfl.network.d2d.LinkReport` fields (``energy_j`` including
+      the exchange) and ``exchange_delay_s``; with a controller its record (``ratio``, ``delay_s``,
+      ``queue``, ``gamma``, ``bandwidth_min``, ``bandwidth_max``).
+    """
+    local_train = make_local_train(objective.loss, method, optimizer, local_steps, batch_size, reset_state)
+
+    def train(shared, mine):
+        base, experts = shared
+        adapter, opt_state, x, y, n, key, view = mine
+        return local_train(adapter, opt_state, base, x, y, n, key,
+                           None if view is None else view._replace(experts=experts))
+
+    train_all = over_devices(train, device_chunk)
+    through_experts = method.experts is not None and method.experts.train_through
+
+    def round_step(state: SimState, data: DeviceData, inputs: RoundInputs):
+        w, active, control = inputs.w, inputs.active, inputs.control
+        m = w.shape[0]
+        metrics = {}
+        controller_state = state.controller
+        if controller is not None:
+            ratio, record, controller_state = controller.decide(state.controller, inputs.round, active)
+            control = control._replace(ratio=ratio)
+            metrics |= record
+        pick = (lambda a: a) if active is None else (lambda a: a[active])
+        part = jax.tree.map(pick, (state.adapter, state.opt_state))
+        k = jax.tree.leaves(part)[0].shape[0]
+        k_train, k_encode, k_fade = jax.random.split(inputs.key, 3)
+        view, experts = None, None
+        if through_experts:
+            view = expert_views(jax.vmap(method.experts.expert)(state.adapter), w, control.stored)
+            view, experts = jax.tree.map(pick, view._replace(experts=None)), view.experts
+        adapter, opt_state, loss = train_all((data.base, experts), (*part, pick(data.x), pick(data.y),
+                                                                     pick(data.n), jax.random.split(k_train, k), view))
+        trained = adapter.params
+        message, adapter = jax.vmap(method.encode, in_axes=(0, 0, 0, None))(
+            adapter, part[0].params, jax.random.split(k_encode, k), control)
+        if active is not None:  # scatter back; inactive devices send an all-zero message with zero weight
+            adapter, opt_state = jax.tree.map(lambda full, sub: full.at[active].set(sub),
+                                              (state.adapter, state.opt_state), (adapter, opt_state))
+            message = jax.tree.map(lambda sub: jnp.zeros((m, *sub.shape[1:]), sub.dtype).at[active].set(sub), message)
+        # an exchange round: every device also hands its expert to every device of the other clusters
+        crossing = (w == 0) & jnp.asarray(control.exchange)  # [receiver, sender]
+        if channel is not None:
+            gain = channel_gains(k_fade, distances(inputs.positions, channel.min_distance),
+                                 channel.budget.path_loss_exp)
+            bits = message.bits - message.setup_bits  # the one-off setup is not bound by the round's Γ
+            w, report = deliver(w, bits, gain, channel.budget)
+            x_delay, x_energy = broadcast_cost(crossing.T, bits, gain, channel.budget)
+            metrics |= report._replace(energy_j=report.energy_j + x_energy)._asdict()
+            metrics["exchange_delay_s"] = x_delay
+        adapter = jax.vmap(method.merge, in_axes=(0, 0, None))(adapter, mix(w, message), control)
+        transmits = jnp.any((w * (1.0 - jnp.eye(m))) != 0, axis=0) | jnp.any(crossing, axis=0)
+        charged = lambda total, setup: jnp.sum(jnp.where(transmits, total - setup, 0) + setup)  # noqa: E731
+        metrics |= {"train_loss": loss.mean(), "device_loss": loss,
+                    "uplink_params": charged(message.count, message.setup_count),
+                    "uplink_bits": charged(message.bits, message.setup_bits), "senders": transmits.sum()}
+        if collision:
+            masks = jax.tree.map(jnp.ones_like, message.values) if message.mask is None else message.mask
+            metrics["collision_empirical"] = neighbourhood_collision(w, masks)
+            metrics["collision_analytic"] = neighbourhood_collision_rate(w, masks)
+        if covariance:
+            metrics["covariance_fro"] = lora_covariance(trained, w[0] if active is None else w[0, active])
+        return SimState(adapter, opt_state, controller_state), metrics
+
+    return round_step
+
+
+def run_rounds(round_step: Callable, state: SimState, data: DeviceData, inputs: RoundInputs):
+    """Rounds ``inputs`` (stacked ``[R, ...]``) one after another in one ``lax.scan``:
+    ``-> (state after the last round, metrics stacked [R, ...])``."""
+    return jax.lax.scan(lambda s, one: round_step(s, data, one), state, inputs)
