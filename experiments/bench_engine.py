@@ -5,7 +5,7 @@
 
 Both sides run the same work per round: every device does E local optimizer steps (the same
 ``make_local_train`` function), then the round's mixing matrix is applied and merged.
-  * vmapped: jaxdfl's one jitted program per round (``Simulation.round_fn``).
+  * vmapped: jaxdfl's rounds as one jitted program (``Simulation.run_rounds``, a scan over rounds).
   * loop:    one jitted one-device training call per device from Python, then a jitted stack + mix + merge:
              how FedJAX's default ``for_each_client`` backend and Flower-style simulators run clients.
 Achieved FLOP/s uses XLA's cost analysis of the compiled programs; the peak is this machine's own float32
@@ -26,8 +26,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdfl.config import load_config
-from jaxdfl.sim.engine import build_simulation, make_round_step
+from jaxdfl.core import RoundControl
+from jaxdfl.sim.build import build_simulation
 from jaxdfl.sim.local import make_local_train
+from jaxdfl.sim.optimizer import make_optimizer
+from jaxdfl.sim.round import make_round_step, run_rounds
 from jaxdfl.topology import mix
 
 
@@ -53,13 +56,14 @@ def _timed(fn) -> float:
     return time.perf_counter() - t
 
 
-def round_flops(sim, w, key) -> float:
+def round_flops(sim) -> float:
     """FLOPs of one round. XLA's cost analysis counts a scan body once, whatever its trip count, so count a
     one-step round and multiply by E (the mixing after training is a negligible extra)."""
     cfg = sim.config
-    one_step = make_round_step(sim.objective, sim.method, sim.optimizer, 1, cfg.batch_size)
+    one_step = make_round_step(sim.objective, sim.method, make_optimizer(cfg.optimizer), local_steps=1,
+                               batch_size=cfg.batch_size, collision=True)
     state = sim.init_fn(jax.random.key(0))
-    lowered = jax.jit(lambda s, w, k: one_step(s, sim.base, *sim.device_data, w, k)).lower(state, w, key)
+    lowered = jax.jit(lambda s, i: run_rounds(one_step, s, sim.device, i)).lower(state, sim.inputs(0, 1))
     return cfg.local_steps * flops_of(lowered.compile())
 
 
@@ -69,30 +73,31 @@ def bench(num_devices: int, rounds: int, batch: int, local_steps: int, model_ove
     sim = build_simulation(cfg)
     w = jnp.asarray(sim.topology.mixing(0))
     keys = [jax.random.key(r) for r in range(rounds + 1)]
-    flops = round_flops(sim, w, keys[0])
+    flops = round_flops(sim)
 
-    # --- vmapped: one program per round
+    # --- vmapped: the rounds as one program (compiled and run once before timing)
     state = sim.init_fn(jax.random.key(0))
-    state, m = sim.round_fn(state, w, keys[0])
+    inputs = sim.inputs(0, rounds)
+    state, m = sim.run_rounds(state, inputs)
     jax.block_until_ready(state)
     t = time.perf_counter()
-    for r in range(rounds):
-        state, m = sim.round_fn(state, w, keys[r + 1])
+    state, m = sim.run_rounds(state, inputs)
     jax.block_until_ready(state)
     vmapped_s = (time.perf_counter() - t) / rounds
 
     # --- loop: the same one-device training, called once per device from Python
-    train = jax.jit(make_local_train(sim.objective.loss, sim.method, sim.optimizer, local_steps, batch, False))
+    optimizer = make_optimizer(cfg.optimizer)
+    train = jax.jit(make_local_train(sim.objective.loss, sim.method, optimizer, local_steps, batch, False))
     method = sim.method
 
     @jax.jit
     def exchange(adapters, ref_params, w, key):
         stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *adapters)
         message, stacked = jax.vmap(method.encode, in_axes=(0, 0, 0, None))(
-            stacked, ref_params, jax.random.split(key, len(adapters)), None)
-        return jax.vmap(method.merge)(stacked, mix(w, message))
+            stacked, ref_params, jax.random.split(key, len(adapters)), RoundControl())
+        return jax.vmap(method.merge, in_axes=(0, 0, None))(stacked, mix(w, message), RoundControl())
 
-    x, y, n = (np.asarray(a) for a in sim.device_data)
+    x, y, n = (np.asarray(a) for a in sim.device[1:])
     per_device = [(jnp.asarray(x[i]), jnp.asarray(y[i]), jnp.asarray(n[i])) for i in range(num_devices)]
     state = sim.init_fn(jax.random.key(0))
     adapters = [jax.tree.map(lambda a, i=i: a[i], state.adapter) for i in range(num_devices)]

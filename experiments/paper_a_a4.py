@@ -25,6 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from common import Stopwatch  # noqa: E402
 
 import jaxdfl  # noqa: E402
+from jaxdfl.core import layer_density  # noqa: E402
 
 
 def main():
@@ -39,8 +40,9 @@ def main():
     cfg = jaxdfl.load_config("paper_a/proposed", ["topology.name=full", "network.name=none"])
     sim = jaxdfl.build_simulation(cfg)
     state = sim.init_fn(jax.random.key(cfg.seed))
-    entropy = np.asarray(state.adapter.frozen["entropy"])  # [devices, layers]
-    density = np.asarray(jax.vmap(sim.method.density)(state.adapter))
+    entropy = np.asarray(state.adapter.frozen.entropy)  # [devices, layers]
+    density = jax.vmap(lambda a: layer_density(sim.method, a))(state.adapter)
+    density = np.stack([np.asarray(d) for d in density.values()], axis=1)  # [devices, layers]
     layers = list(sim.layers)
     names = list(sim.data.task_names)
     device_of = {t: int(np.flatnonzero(sim.data.task_of_device == names.index(t))[0]) for t in args.tasks}

@@ -1,6 +1,6 @@
 """The ``jaxdfl`` command line.
 
-    jaxdfl run [CONFIG] [--set key.path=value]... [--out DIR] [--resume]
+    jaxdfl run [CONFIG] [--set key.path=value]... [--out DIR] [--resume] [--log tensorboard|wandb]
     jaxdfl list
     jaxdfl plot DIR
     jaxdfl pull NAME      (fetch a known pretrained model into the cache, e.g. smollm2-135m-instruct)
@@ -51,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default=None, help="output folder (default: runs/<config>-<timestamp>)")
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--log", action="append", default=[], choices=("tensorboard", "wandb"),
+                     help="also write metrics to TensorBoard or Weights & Biases (extras; repeatable)")
     sub.add_parser("list", help="list the bundled configs")
     plot = sub.add_parser("plot", help="(re)draw curves.png of a run folder")
     plot.add_argument("dir")
@@ -86,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             from jaxdfl.sim.run import default_out_dir, run
 
             out = args.out or default_out_dir(args.config)
-            summary, _ = run(args.config, args.overrides, out=out, resume=args.resume, progress=not args.no_progress)
+            summary, _ = run(args.config, args.overrides, out=out, resume=args.resume, progress=not args.no_progress,
+                             log=args.log)
             _print_summary(summary, out)
     except UserError as err:
         print(f"jaxdfl: error: {err}", file=sys.stderr)

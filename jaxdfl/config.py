@@ -99,7 +99,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TopologyConfig:
-    """Who talks to whom each round, as a mixing matrix (SPEC §5)."""
+    """Who talks to whom each round, as a mixing matrix (docs/methods.md, "The engine")."""
 
     # by_task: devices that share a task average together (blocks of W), weighted by data size
     # clusters: Paper A's AGNES clusters under topology.s_max and the network's power/delay budget
@@ -109,7 +109,7 @@ class TopologyConfig:
     edge_prob: float = 0.3  # "erdos_renyi": probability of each edge
     resample_every: int = 1  # random graphs and client sampling: draw anew every n rounds; 0 = draw once
     weights: Literal["metropolis", "uniform"] = "metropolis"  # device-to-device mixing weights
-    # "server": normalized = FedAvg weights p_k / Σ_sampled p; unbiased = (N/K)·p_k on deltas (SPEC §3.1)
+    # "server": normalized = FedAvg weights p_k / Σ_sampled p; unbiased = (N/K)·p_k on deltas (Paper B)
     server_weights: Literal["normalized", "unbiased"] = "normalized"
     s_max: float = 0.05  # "clusters": collision cap S_max of every cluster, per layer (A(19))
     exchange_every: int = 5  # "clusters": inter-cluster expert exchange every n rounds; 0 = never
@@ -125,7 +125,7 @@ class TopologyConfig:
 
 @dataclass(frozen=True)
 class NetworkConfig:
-    """Paper A's device-to-device wireless network (A §III, SPEC §2.5): positions, Rayleigh fading, OFDMA,
+    """Paper A's device-to-device wireless network (A §III): positions, Rayleigh fading, OFDMA,
     minimum power to meet the delay bound, and outages where the power budget does not fit."""
 
     name: Literal["none", "d2d"] = "none"  # d2d: every device-to-device message goes over the air
@@ -164,7 +164,7 @@ class OptimizerConfig:
 
 @dataclass(frozen=True)
 class ControlConfig:
-    """Per-round control of server FL over an FDMA uplink (Paper B §II-C, §IV; SPEC §3.3–3.4).
+    """Per-round control of server FL over an FDMA uplink (Paper B §II-C, §IV).
 
     ``tsfa`` picks the LoRA rank offline (Alg. 2), keeping method.alpha/method.rank as the LoRA scale, then
     sets the ratio O^t and bandwidth shares every round by Lyapunov control; ``osfa`` does only the online
@@ -232,7 +232,8 @@ class Config:
             k = self.topology.clients_per_round
             require(k <= self.num_devices, "topology.clients_per_round",
                      f"{k} clients cannot be sampled from num_devices={self.num_devices}")
-        for key, needs_tasks in (("routing", self.routing == "oracle"), ("topology.name", self.topology.name == "by_task")):
+        for key, needs_tasks in (("routing", self.routing == "oracle"),
+                                 ("topology.name", self.topology.name == "by_task")):
             require(not needs_tasks or self.data.partition == "task_per_device", key,
                      f"needs data.partition: task_per_device, got {self.data.partition!r}")
         deltas = type(self.method).sends_deltas

@@ -121,7 +121,8 @@ def build(cls, data, path: str = ""):
         except ConfigError as err:
             if not str(err).startswith("unknown config key"):
                 raise
-            raise ConfigError(f"{err} (with {prefix}{key}.name: {typing.get_args(typing.get_type_hints(tp)['name'])[0]})") from None
+            name = typing.get_args(typing.get_type_hints(tp)["name"])[0]
+            raise ConfigError(f"{err} (with {prefix}{key}.name: {name})") from None
     try:
         return cls(**kwargs)
     except ConfigError as err:

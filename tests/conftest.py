@@ -14,3 +14,25 @@ def small_config():
     import copy
 
     return copy.deepcopy(SMALL)
+
+
+def patch_build(monkeypatch, change):
+    """Make ``jaxdfl.run`` pass the Simulation it builds through ``change(sim) -> sim``."""
+    from jaxdfl.sim import run as run_module
+
+    real = run_module.build_simulation
+    monkeypatch.setattr(run_module, "build_simulation", lambda cfg: change(real(cfg)))
+
+
+def interrupt_before_round(r: int):
+    """A ``change`` for :func:`patch_build`: Ctrl-C when the run plans round ``r`` (0-based)."""
+
+    def change(sim):
+        def mixing(q):
+            if q == r:
+                raise KeyboardInterrupt
+            return sim.topology.mixing(q)
+
+        return sim._replace(topology=sim.topology._replace(mixing=mixing))
+
+    return change

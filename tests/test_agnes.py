@@ -1,4 +1,4 @@
-"""AGNES cluster topology (SPEC §2.6): every cluster meets the collision cap and the power budget, no two
+"""AGNES cluster topology (Paper A §IV-C): every cluster meets the collision cap and the power budget, no two
 clusters could still merge, and the merge order matches a naive re-implementation."""
 
 import numpy as np

@@ -45,9 +45,10 @@ def test_unknown_yaml_key_names_its_path_and_the_allowed_keys():
     ("method.rank=x", "method.rank", "integer"),
     ("method.rank=0", "method.rank", ">= 1"),
     ("rounds=0", "rounds", ">= 1"),
-    ("use_bool=1", "use_bool", "allowed"),
     ("optimizer.reset_state=3", "optimizer.reset_state", "true or false"),
-    ("data.tasks=[shift, nope]", "data.tasks", "choose from"),
+    ("method.name=sgd", "method.name", "'so_lora'"),
+    ("method.alpha=x", "method.alpha", "number"),
+    ("data.tasks=[]", "data.tasks", "at least one"),
     ("model.adapt=[q, zz]", "model.adapt", "choose from"),
     ("data.test_fraction=1.5", "data.test_fraction", "(0, 1)"),
 ])
@@ -81,3 +82,32 @@ def test_every_bundled_config_loads_and_opens_with_its_command():
         load_config(name)
         first = (bundled_configs_dir() / f"{name}.yaml").read_text().splitlines()[0]
         assert first.startswith("# jaxdfl run"), name
+
+
+def test_each_method_has_its_own_section_and_defaults():
+    lori = load_config(None, ["method.name=lori"]).method
+    proposed = load_config(None, ["method.name=so_lora"]).method
+    assert (lori.density, lori.allocation, lori.refine, lori.moe_top_k) == (0.1, "uniform", "none", 0)
+    assert (proposed.density, proposed.allocation, proposed.refine) == (0.5, "entropy", "column")
+    assert lori.per_device_init and not load_config(None).method.per_device_init
+    soft = load_config(None, ["method.name=tlora", "method.ratio=0.25"]).method
+    assert soft.name == "tlora" and soft.ratio == 0.25 and type(soft).sends_deltas
+    with pytest.raises(ConfigError, match="method.moe_top_k: must be >= 0"):
+        load_config(None, ["method.name=so_lora", "method.moe_top_k=-1"])
+
+
+def test_a_key_of_another_method_names_the_method_in_use():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["method.density=0.3"])  # the quick start runs lora, which has no density
+    message = str(err.value)
+    assert "method.density" in message and "method.name: lora" in message and "rank" in message
+    with pytest.raises(ConfigError, match="method.nonexistent"):
+        load_config(None, ["method.nonexistent=1"])  # no method has it
+
+
+def test_cross_section_checks_read_method_properties():
+    with pytest.raises(ConfigError, match="server_weights.*soft, tlora"):
+        load_config(None, ["topology.name=server", "topology.server_weights=unbiased"])
+    cfg = load_config(None, ["topology.name=server", "topology.server_weights=unbiased", "method.name=rlora",
+                             "control.name=osfa"])
+    assert cfg.control.name == "osfa"

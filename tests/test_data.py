@@ -67,3 +67,12 @@ def test_build_pads_and_records_sizes():
 def test_too_many_devices_is_a_clear_error():
     with pytest.raises(ConfigError, match="fewer than the 4 tasks"):
         build(DataConfig(), num_devices=3, seed=0)
+
+
+def test_unknown_tasks_are_named_before_anything_is_built():
+    from jaxdfl.data import check
+
+    with pytest.raises(ConfigError, match=r"data.tasks: .*choose from .*'mirror'"):
+        check(DataConfig(tasks=("shift", "nope")))
+    with pytest.raises(ConfigError, match="data.tasks: .*'arithmetic'"):
+        check(DataConfig(name="text_tasks", tasks=("shift",)))

@@ -1,90 +1,155 @@
+"""The round program and scanned rounds, on the toy objective and method (tests/toy.py): fast and exact."""
+
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
-from conftest import SMALL
-from jaxdfl.config import load_config
-from jaxdfl.sim.engine import build_simulation, make_round_step
+import toy
+from jaxdfl.adapters import lora
+from jaxdfl.core import RoundControl
+from jaxdfl.sim.round import run_rounds
+from jaxdfl.sim.state import RoundInputs
+from jaxdfl.topology import graphs
 
-M = SMALL["num_devices"]
+M = 6
+RING = graphs.metropolis_hastings(graphs.ring_adjacency(M))
+
+
+def inputs(ws, active=None, ratio=None, exchange=False, first=0):
+    """Stacked inputs of ``len(ws)`` rounds."""
+    r = len(ws)
+    control = RoundControl(None if ratio is None else jnp.full(r, ratio, jnp.float32), jnp.full(r, exchange),
+                           jnp.zeros(r))
+    return RoundInputs(jax.vmap(jax.random.fold_in, (None, 0))(jax.random.key(7), jnp.arange(first, first + r)),
+                       jnp.arange(first, first + r), jnp.asarray(np.stack(ws), jnp.float32),
+                       None if active is None else jnp.asarray(np.stack(active)), control, None)
+
+
+def one(tree, i):
+    return jax.tree.map(lambda a: a[i], tree)
 
 
 @pytest.fixture(scope="module")
-def sim():
-    return build_simulation(load_config(SMALL))
+def data():
+    return toy.device_data(M)
 
 
-def _round(sim, w, seed=0):
-    state = sim.init_fn(jax.random.key(seed))  # fresh each call: round_fn donates its state
-    return sim.round_fn(state, jnp.asarray(w, jnp.float32), jax.random.key(7))
+@pytest.mark.parametrize("method", [toy.bias_method(), lora(rank=2)], ids=["bias", "lora"])
+def test_scanned_rounds_equal_the_loop_of_single_rounds(data, method):
+    step = toy.round_step(method, optax.adam(0.1))
+    scanned = jax.jit(lambda s, i: run_rounds(step, s, data, i))
+    ws = [RING, np.eye(M), RING, RING]
+    state, metrics = scanned(toy.init_states(method, optax.adam(0.1), M), inputs(ws))
+    loop = toy.init_states(method, optax.adam(0.1), M)
+    losses = []
+    for r, w in enumerate(ws):
+        loop, m = scanned(loop, inputs([w], first=r))
+        losses.append(m["train_loss"][0])
+    chex.assert_trees_all_close(state, loop, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(metrics["train_loss"], losses, rtol=1e-6)
+    assert metrics["device_loss"].shape == (4, M)
 
 
-def test_exchange_is_the_mixing_matrix_applied_to_local_results(sim):
-    local, m_iso = _round(sim, np.eye(M))
-    w = sim.topology.mixing(0)
-    mixed, m_ring = _round(sim, w)
-    expected = jax.tree.map(lambda x: np.einsum("ij,j...->i...", w, np.asarray(x)), local.adapter.params)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), mixed.adapter.params, expected)
-    # local training really moved the devices apart (else the check above is trivial)
-    b = np.asarray(local.adapter.params["head"]["b"])
-    assert np.abs(b[0] - b[1]).max() > 1e-3
-    assert float(m_iso["uplink_params"]) == 0.0
-    per_device = sim.trainable_params(local)
-    assert float(m_ring["uplink_params"]) == M * per_device
-    assert float(m_ring["uplink_bits"]) == 32 * M * per_device
+def test_mixing_applies_w_to_what_devices_trained(data):
+    step = jax.jit(lambda s, i: run_rounds(toy.round_step(toy.bias_method()), s, data, i))
+    fresh = lambda: toy.init_states(toy.bias_method(), optax.sgd(0.5), M)  # noqa: E731
+    local, m_alone = step(fresh(), inputs([np.eye(M)]))
+    mixed, m_ring = step(fresh(), inputs([RING]))
+    expected = RING @ np.asarray(local.adapter.params["lin"])
+    np.testing.assert_allclose(mixed.adapter.params["lin"], expected, rtol=1e-5, atol=1e-6)
+    assert np.ptp(np.asarray(local.adapter.params["lin"]), axis=0).max() > 1e-2  # devices really differ
+    assert float(m_alone["uplink_params"][0]) == 0 and int(m_alone["senders"][0]) == 0
+    assert float(m_ring["uplink_params"][0]) == M * toy.C and float(m_ring["uplink_bits"][0]) == 32 * M * toy.C
 
 
-def test_server_round_sends_k_models_and_everyone_gets_the_global_one():
-    cfg = load_config(SMALL, ["topology.name=server", "topology.clients_per_round=3"])
-    s = build_simulation(cfg)
-    state, m = s.round_fn(s.init_fn(jax.random.key(0)), s.topology.mixing(0), jax.random.key(1))
-    assert float(m["uplink_params"]) == 3 * s.trainable_params(state)
-    for leaf in jax.tree.leaves(state.adapter.params):
-        np.testing.assert_allclose(leaf, np.broadcast_to(leaf[0], leaf.shape), atol=1e-6)
+def test_only_active_devices_train_encode_and_send(data):
+    method = toy.bias_method()
+    state0 = toy.init_states(method, optax.adam(0.1), M)
+    active = np.array([1, 4])
+    w = np.zeros((M, M), np.float32)
+    w[:, active] = 0.5  # server average of the two sampled clients
+    state, metrics = run_rounds(toy.round_step(method, optax.adam(0.1)), state0, data, inputs([w], active=[active]))
+    encoded = np.asarray(state.adapter.memory.encoded)
+    np.testing.assert_array_equal(encoded, [0, 1, 0, 0, 1, 0])
+    for i in (0, 2, 3, 5):  # optimizer state of idle devices carries over untouched
+        chex.assert_trees_all_equal(one(state.opt_state, i), one(state0.opt_state, i))
+    assert metrics["device_loss"].shape == (1, 2) and float(metrics["uplink_params"][0]) == 2 * toy.C
+    params = np.asarray(state.adapter.params["lin"])
+    np.testing.assert_allclose(params, np.broadcast_to(params[0], params.shape))  # everyone gets the average
 
 
-def test_gradient_flows_through_the_mixing_matrix(sim):
-    """d/dW of Σ_i ||Σ_j W_ij L_j||² is 2<y_i, L_j>: the round program is differentiable in the topology."""
-    cfg = sim.config
-    step = make_round_step(sim.objective, sim.method, sim.optimizer, cfg.local_steps, cfg.batch_size)
-    state = sim.init_fn(jax.random.key(0))
-    key = jax.random.key(7)
+def test_round_control_reaches_every_encode(data):
+    method = toy.bias_method()
+    run = lambda ratio: run_rounds(toy.round_step(method), toy.init_states(method, optax.sgd(0.5), M), data,  # noqa: E731
+                                   inputs([RING], ratio=ratio))[0]
+    np.testing.assert_allclose(run(0.3).adapter.memory.last_ratio, 0.3)
+    np.testing.assert_allclose(run(None).adapter.memory.last_ratio, -1.0)
+
+
+def test_exchange_rounds_count_every_device_as_a_sender(data):
+    """On an exchange round a device also hands its expert to the devices it gives zero weight."""
+    method = toy.bias_method()
+    state = toy.init_states(method, optax.sgd(0.5), M)
+    _, metrics = run_rounds(toy.round_step(method), state, data, inputs([np.eye(M)], exchange=True))
+    assert int(metrics["senders"][0]) == M and float(metrics["uplink_params"][0]) == M * toy.C
+
+
+def test_device_chunks_give_the_same_round(data):
+    method = lora(rank=2)
+    state = toy.init_states(method, optax.adam(0.1), M)
+    results = [run_rounds(toy.round_step(method, optax.adam(0.1), device_chunk=chunk), state, data,
+                          inputs([RING, RING])) for chunk in (0, 4)]  # 6 devices = 4 + 2
+    chex.assert_trees_all_close(results[0], results[1], rtol=1e-6, atol=1e-7)
+
+
+def test_gradient_flows_through_the_mixing_matrix(data):
+    """d/dW of Σ_i ||Σ_j W_ij L_j||² after one round is 2 Y L^T with L the local results: the round program is
+    differentiable in the topology."""
+    method = toy.bias_method()
+    step = toy.round_step(method)
+    state = toy.init_states(method, optax.sgd(0.5), M)
+
+    planned = inputs([RING])
 
     def objective(w):
-        new, _ = step(state, sim.base, *sim.device_data, w, key)
-        return sum(jnp.sum(x ** 2) for x in jax.tree.leaves(new.adapter.params))
+        new, _ = run_rounds(step, state, data, planned._replace(w=w[None]))
+        return jnp.sum(new.adapter.params["lin"] ** 2)
 
-    w = jnp.asarray(sim.topology.mixing(0))
-    grad = jax.jit(jax.grad(objective))(w)
-    local, _ = step(state, sim.base, *sim.device_data, jnp.eye(M), key)
-    flat_local = np.concatenate([np.asarray(x).reshape(M, -1) for x in jax.tree.leaves(local.adapter.params)], 1)
-    flat_mixed = np.asarray(w) @ flat_local
-    np.testing.assert_allclose(grad, 2 * flat_mixed @ flat_local.T, rtol=2e-3, atol=1e-4)
+    grad = jax.jit(jax.grad(objective))(jnp.asarray(RING))
+    local = np.asarray(run_rounds(step, state, data, inputs([np.eye(M)]))[0].adapter.params["lin"])
+    np.testing.assert_allclose(grad, 2 * (RING @ local) @ local.T, rtol=1e-4, atol=1e-6)
 
 
-def test_evaluation_covers_every_device_and_task(sim):
-    acc = np.asarray(sim.evaluate_fn(sim.init_fn(jax.random.key(0)), sim.topology.mixing(0)))
-    assert acc.shape == (M, 4) and ((0 <= acc) & (acc <= 1)).all()
-    # shared init: before training every device holds the same model, so the same accuracy
-    np.testing.assert_allclose(acc, np.broadcast_to(acc[0], acc.shape))
+@pytest.mark.parametrize("through", [False, True])
+def test_training_through_experts_runs_the_inference_mixture(through):
+    """so_lora on the toy model, three devices in one cluster, one example each (so every batch is that
+    example) and one local step: a round's training loss is the loss at the round's starting adapter, through
+    the device's own delta, or with ``train_with_experts`` through its mixture of every held expert."""
+    from jaxdfl.adapters import so_lora
+    from jaxdfl.core import adapter_hook, expert_views
+    from jaxdfl.sim.state import SimState
 
-
-@pytest.mark.parametrize("method", [{"name": "lora", "rank": 2},
-                                    {"name": "so_lora", "rank": 2, "moe_top_k": 2, "train_with_experts": True}])
-def test_device_chunks_give_the_same_round_and_evaluation(method):
-    """Training and evaluating 3 devices at a time (8 = 3 + 3 + 2) equals vmapping all 8 at once. so_lora's
-    top-k routing is discrete, so summation-order rounding can flip a near-tie between experts and move a few
-    parameters; its losses and accuracies must still agree."""
-    results = []
-    for chunk in (0, 3):
-        cfg = dict(SMALL, device_chunk=chunk, method=method)
-        chunked = build_simulation(load_config(cfg))
-        w = chunked.topology.mixing(0)
-        state, metrics = chunked.round_fn(chunked.init_fn(jax.random.key(0)), w, jax.random.key(7))
-        results.append((state.adapter.params, metrics["device_loss"], chunked.evaluate_fn(state, w)))
-    (params_all, loss_all, acc_all), (params_chunked, loss_chunked, acc_chunked) = results
-    np.testing.assert_allclose(loss_chunked, loss_all, rtol=1e-4)
-    np.testing.assert_allclose(acc_chunked, acc_all, atol=0.02)
-    if method["name"] == "lora":
-        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6), params_chunked, params_all)
+    m = 3
+    method = so_lora(rank=2, density=0.5, top_k=0, calib_examples=1, train_with_experts=through)
+    data = toy.device_data(m, n=1)
+    data = data._replace(base={"lin": {"w": jax.random.normal(jax.random.key(3), (toy.K, toy.C))}})
+    stats = jax.vmap(lambda x, n: method.calibrate(toy.OBJECTIVE.forward, data.base, toy.LAYERS, x, n))(data.x, data.n)
+    adapter = jax.vmap(lambda k, s: method.init(k, toy.LAYERS, s))(jax.random.split(jax.random.key(0), m), stats)
+    state = SimState(adapter, jax.vmap(optax.sgd(0.5).init)(adapter.params))
+    step = toy.round_step(method, local_steps=1)
+    full = np.full((m, m), 1.0 / m, np.float32)
+    state, _ = run_rounds(step, state, data, inputs([full]))
+    views = expert_views(jax.vmap(method.experts.expert)(state.adapter), jnp.asarray(full), 0.0)
+    expected = []
+    for i in range(m):
+        view = views._replace(held=views.held[i], stored=views.stored[i], index=views.index[i])
+        hook = adapter_hook(method, one(state.adapter, i), view if through else None)
+        expected.append(toy.OBJECTIVE.loss(data.base, data.x[i, :1], data.y[i, :1], hook))
+    _, metrics = run_rounds(step, state, data, inputs([full], first=1))
+    np.testing.assert_allclose(metrics["device_loss"][0], expected, rtol=1e-5)
+    own = [toy.OBJECTIVE.loss(data.base, data.x[i, :1], data.y[i, :1], adapter_hook(method, one(state.adapter, i)))
+           for i in range(m)]
+    assert np.abs(np.asarray(own) - np.asarray(expected)).max() > 1e-4 or not through  # the mixture differs

@@ -4,7 +4,8 @@ import numpy as np
 
 from jaxdfl.config import ModelConfig
 from jaxdfl.data import pretrain_split
-from jaxdfl.models import load_model, load_weights, save_weights, tiny_vit
+from jaxdfl.models import load_weights, save_weights, tiny_vit
+from jaxdfl.sim.build import load_model
 from jaxdfl.models.tiny_vit import TinyViTSpec
 
 SPEC = TinyViTSpec(dim=16, depth=2, heads=2, mlp_dim=32)

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SMALL
+from conftest import SMALL, interrupt_before_round, patch_build
 from jaxdfl.cli import main
-from jaxdfl.sim import run as run_module
 from jaxdfl.sim.run import run
 
 
@@ -41,34 +40,48 @@ def test_run_writes_every_output(tmp_path):
 
 
 def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(tmp_path, monkeypatch):
+    cfg = SMALL | {"eval_every": 1}  # one round per program, checkpoints every 2
     straight = tmp_path / "straight"
-    run(SMALL, out=straight, progress=False)
+    run(cfg, out=straight, progress=False)
 
     broken = tmp_path / "broken"
-    real_build = run_module.build_simulation
-
-    def build_then_fail_at_round_3(cfg):
-        sim = real_build(cfg)
-
-        def mixing(r):
-            if r == 3:
-                raise KeyboardInterrupt  # Ctrl-C after three completed rounds
-            return sim.topology.mixing(r)
-
-        return sim._replace(topology=sim.topology._replace(mixing=mixing))
-
-    monkeypatch.setattr(run_module, "build_simulation", build_then_fail_at_round_3)
-    with pytest.raises(KeyboardInterrupt):
-        run(SMALL, out=broken, progress=False)
-    monkeypatch.setattr(run_module, "build_simulation", real_build)
+    with monkeypatch.context() as patch:
+        patch_build(patch, interrupt_before_round(3))  # Ctrl-C after three completed rounds
+        with pytest.raises(KeyboardInterrupt):
+            run(cfg, out=broken, progress=False)
     assert sorted(p.name for p in (broken / "checkpoints").iterdir()) == ["2", "3"]  # periodic + on interrupt
 
     # a hard kill would not have written the interrupt checkpoint: drop it, so the resume starts at round 2
     # and must discard the metrics line of round 3 before redoing it
     shutil.rmtree(broken / "checkpoints" / "3")
     assert len((broken / "metrics.jsonl").read_text().splitlines()) == 3
-    run(SMALL, out=broken, resume=True, progress=False)
+    run(cfg, out=broken, resume=True, progress=False)
     assert _read(broken) == _read(straight)
+
+
+def test_rounds_between_evaluations_run_as_one_program_with_the_loops_numbers(tmp_path, monkeypatch):
+    """20 rounds evaluated every 10 dispatch 2 round programs; evaluated every round (a program per round,
+    the loop) they give the same numbers."""
+    cfg = SMALL | {"rounds": 20, "local_steps": 1, "batch_size": 8, "checkpoint_every": 0}
+    lengths = []
+
+    def count(sim):
+        def run_rounds(state, inputs):
+            lengths.append(len(inputs.round))
+            return sim.run_rounds(state, inputs)
+
+        return sim._replace(run_rounds=run_rounds)
+
+    patch_build(monkeypatch, count)
+    run(cfg | {"eval_every": 10}, out=tmp_path / "scan", progress=False)
+    assert lengths == [10, 10]
+    lengths.clear()
+    run(cfg | {"eval_every": 1}, out=tmp_path / "loop", progress=False)
+    assert lengths == [1] * 20
+    (s_scan, m_scan), (s_loop, m_loop) = _read(tmp_path / "scan"), _read(tmp_path / "loop")
+    training = lambda records: [{k: v for k, v in r.items() if "accuracy" not in k} for r in records]  # noqa: E731
+    assert training(m_scan) == training(m_loop)
+    assert s_scan["final_accuracy"] == s_loop["final_accuracy"]
 
 
 def test_resume_refuses_a_different_config(tmp_path, capsys):

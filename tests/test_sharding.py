@@ -12,8 +12,6 @@ import json, sys
 import jax, numpy as np
 from conftest import SMALL
 from jaxdfl.sim.run import run
-from jaxdfl.sim.engine import build_simulation
-from jaxdfl.config import load_config
 summary, state = run(SMALL, out=sys.argv[1], progress=False)
 leaves = [np.asarray(x) for x in jax.tree.leaves(state.adapter.params)]
 shards = {len(x.sharding.device_set) for x in jax.tree.leaves(state)}

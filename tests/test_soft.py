@@ -9,7 +9,8 @@ from jaxdfl.adapters.soft import orthogonality_penalty
 from jaxdfl.config import load_config
 from jaxdfl.errors import ConfigError
 from jaxdfl.metrics import lora_covariance
-from jaxdfl.sim.engine import build_simulation
+from jaxdfl.core import RoundControl
+from jaxdfl.sim.build import build_simulation
 
 LAYERS = {"x": (9, 7), "y": (7, 5)}
 
@@ -26,7 +27,7 @@ def test_error_feedback_loses_nothing(selector):
         ref = state.params
         local = jax.tree.map(lambda p, k=t: p + 0.1 * jax.random.normal(jax.random.key(k), p.shape), ref)
         total_update = jax.tree.map(lambda s, a, b: s + a - b, total_update, local, ref)
-        message, state = encode(state._replace(params=local), ref, jax.random.key(100 + t))
+        message, state = encode(state._replace(params=local), ref, jax.random.key(100 + t), RoundControl())
         total_sent = jax.tree.map(jnp.add, total_sent, message.values)
         jax.tree.map(np.testing.assert_array_equal, state.params, ref)  # the client falls back to the global model
         state = state._replace(params=jax.tree.map(lambda p, s: p + 0.5 * s, ref, message.values))  # new global
@@ -39,8 +40,8 @@ def test_without_error_feedback_the_message_is_the_sparsified_delta():
     method = sparse_lora("tlora", rank=2, ratio=0.5, error_feedback=False)
     state = method.init(jax.random.key(0), LAYERS)
     local = jax.tree.map(lambda p: p + 1.0, state.params)
-    message, new = method.encode(state._replace(params=local), state.params, jax.random.key(1))
-    assert new.memory == {}
+    message, new = method.encode(state._replace(params=local), state.params, jax.random.key(1), RoundControl())
+    assert new.memory == ()
     for v in jax.tree.leaves(message.values):
         assert set(np.unique(np.asarray(v))) <= {0.0, 1.0}
 
@@ -80,10 +81,8 @@ SERVER = {**SMALL, "num_devices": 10, "rounds": 3, "eval_every": 3,
 def _run(overrides):
     sim = build_simulation(load_config(SERVER, overrides))
     state = sim.init_fn(jax.random.key(0))
-    history = []
-    for r in range(3):
-        state, m = sim.round_fn(state, sim.topology.mixing(r), jax.random.key(r), sim.topology.active(r))
-        history.append(jax.tree.map(np.asarray, m))
+    state, metrics = sim.run_rounds(state, sim.inputs(0, 3))
+    history = [jax.tree.map(lambda a, r=r: np.asarray(a[r]), metrics) for r in range(3)]
     return sim, state, history
 
 

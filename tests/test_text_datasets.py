@@ -203,3 +203,32 @@ def test_labels_out_of_range(tmp_path):
     labels.write_text("0\nx\n1\n")
     with pytest.raises(ConfigError, match=rf"{re.escape(str(labels))}:2: label 'x' is not an integer"):
         load_piqa(data)
+
+
+def test_hub_layouts_read_from_parquet(tmp_path):
+    """The Hub copies of ARC (flat choices) and PIQA (a label column) as parquet files, read through datasets
+    like the published files, give the same examples."""
+    import datasets
+
+    published = load_arc(FIX / "arc" / "ARC-Easy-Test.jsonl")
+    rows = [json.loads(line) for line in (FIX / "arc" / "ARC-Easy-Test.jsonl").read_text().splitlines()]
+    hub = [{"id": r["id"], "question": r["question"]["stem"], "answerKey": r["answerKey"],
+            "choices": {"text": [c["text"] for c in r["question"]["choices"]],
+                        "label": [c["label"] for c in r["question"]["choices"]]}} for r in rows]
+    datasets.Dataset.from_list(hub).to_parquet(tmp_path / "arc.parquet")
+    assert load_arc(tmp_path / "arc.parquet") == published
+
+    piqa = [json.loads(line) for line in (FIX / "piqa" / "valid.jsonl").read_text().splitlines()]
+    labels = [int(v) for v in (FIX / "piqa" / "valid-labels.lst").read_text().split()]
+    datasets.Dataset.from_list([r | {"label": v} for r, v in zip(piqa, labels)]).to_parquet(tmp_path / "piqa.parquet")
+    assert load_piqa(tmp_path / "piqa.parquet") == load_piqa(FIX / "piqa" / "valid.jsonl")
+    bad = _write(tmp_path / "p.jsonl", [piqa[0] | {"label": 1}, piqa[1] | {"label": 5}])
+    with pytest.raises(ConfigError, match=rf"{re.escape(str(bad))}:2: label '5' out of range"):
+        load_piqa(bad)
+
+
+def test_a_column_of_mixed_types_names_the_line(tmp_path):
+    rows = [{"question": "q", "passage": "p", "answer": True}, {"question": "q", "passage": "p", "answer": [1]}]
+    path = _write(tmp_path / "mixed.jsonl", rows)
+    with pytest.raises(ConfigError, match=rf"{re.escape(str(path))}:2: key 'answer' should be bool, got list"):
+        load_boolq(path)

@@ -1,16 +1,13 @@
 import json
 
-import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
+from conftest import interrupt_before_round, patch_build
 from jaxdfl.config import load_config
-from jaxdfl.control import offline_rank
-from jaxdfl.control.server import _constants
+from jaxdfl.control import convergence_bound, initial_ratio
 from jaxdfl.errors import ConfigError
-from jaxdfl.models import adapted_layers, load_model
-from jaxdfl.network import client_distances, mean_snr
-from jaxdfl.sim import run as run_module
 from jaxdfl.sim.run import run
 
 TSFA = {"seed": 1, "rounds": 4, "num_devices": 12, "local_steps": 2, "batch_size": 8, "eval_every": 4,
@@ -24,17 +21,21 @@ def _records(out):
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_tsfa_picks_the_offline_rank_and_its_ratio_reaches_the_clients(tmp_path):
-    summary, _ = run(TSFA, out=tmp_path / "t", progress=False)
-    cfg = load_config(TSFA)
-    model, _ = load_model(cfg.model)
-    layers = adapted_layers(model, cfg.model.adapt)
-    c = cfg.control
-    dist = client_distances(jax.random.fold_in(jax.random.key(cfg.seed), 3), 12, c.radius)
-    rank, _ = offline_rank(_constants(cfg), mean_snr(dist, c.power, c.noise, c.path_loss_exp), sampled=3.0,
-                           dims=float(sum(i + o for i, o in layers.values())), bits_per_param=c.bits_per_param,
-                           bandwidth=c.bandwidth, delay_target=c.delay_target, ratio_min=c.ratio_min)
-    assert summary["rank"] == int(rank)
+def test_tsfa_picks_the_offline_rank_and_its_ratio_reaches_the_clients(tmp_path, monkeypatch):
+    sims = []
+    patch_build(monkeypatch, lambda sim: sims.append(sim) or sim)
+    summary, state = run(TSFA, out=tmp_path / "t", progress=False)
+    sim = sims[0]
+    c, layers = sim.config.control, sim.layers
+    # the offline rank minimises the bound at each rank's Lemma-2 ratio, over every rank up to r_max
+    link = dict(sampled=3.0, dims=float(sum(i + o for i, o in layers.values())), bits_per_param=c.bits_per_param,
+                bandwidth=c.bandwidth, delay_target=c.delay_target, ratio_min=c.ratio_min)
+    ranks = np.arange(1, c.rank_max + 1, dtype=np.float32)
+    bounds = convergence_bound(ranks, initial_ratio(ranks, sim.controller.constants, sim.controller.mean_snr, **link),
+                               3.0, sim.controller.constants)
+    assert summary["rank"] == sim.controller.rank == int(np.argmin(bounds)) + 1
+    assert sim.config.method.rank == 4  # the config stays as given; the method runs at the chosen rank
+    assert all(p["a"].shape[1] == summary["rank"] for p in state.adapter.params.values())
     records = _records(tmp_path / "t")
     for rec in records:
         assert {"ratio", "delay_s", "queue", "gamma", "bandwidth_min", "bandwidth_max"} <= set(rec)
@@ -47,27 +48,17 @@ def test_tsfa_picks_the_offline_rank_and_its_ratio_reaches_the_clients(tmp_path)
     for rec in records:
         queue = max(queue + rec["delay_s"] - c.delay_target, 0.0)
         assert rec["queue"] == pytest.approx(queue, rel=1e-5, abs=1e-9)
+    assert float(state.controller) == pytest.approx(records[-1]["queue"])  # carried in the state
 
 
 def test_resume_restores_the_controller_queue(tmp_path, monkeypatch):
-    run(TSFA, out=tmp_path / "straight", progress=False)
-    real_build = run_module.build_simulation
-
-    def fail_at_round_3(cfg):
-        sim = real_build(cfg)
-
-        def mixing(r):
-            if r == 3:
-                raise KeyboardInterrupt
-            return sim.topology.mixing(r)
-
-        return sim._replace(topology=sim.topology._replace(mixing=mixing))
-
-    monkeypatch.setattr(run_module, "build_simulation", fail_at_round_3)
-    with pytest.raises(KeyboardInterrupt):
-        run(TSFA, out=tmp_path / "broken", progress=False)
-    monkeypatch.setattr(run_module, "build_simulation", real_build)
-    run(TSFA, out=tmp_path / "broken", resume=True, progress=False)
+    cfg = TSFA | {"eval_every": 1}
+    run(cfg, out=tmp_path / "straight", progress=False)
+    with monkeypatch.context() as patch:
+        patch_build(patch, interrupt_before_round(3))
+        with pytest.raises(KeyboardInterrupt):
+            run(cfg, out=tmp_path / "broken", progress=False)
+    run(cfg, out=tmp_path / "broken", resume=True, progress=False)
     strip = lambda recs: [{k: v for k, v in r.items() if k != "wall_s"} for r in recs]  # noqa: E731
     assert strip(_records(tmp_path / "broken")) == strip(_records(tmp_path / "straight"))
 

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from safetensors.numpy import load_file
 
-from jaxdfl.errors import ConfigError
+from jaxdfl.errors import ModelError
 from jaxdfl.models import vit
 
 TINY = {"image_size": 16, "patch_size": 4, "num_channels": 3, "hidden_size": 32, "num_hidden_layers": 2,
@@ -109,18 +109,18 @@ def test_names_and_kinds(tiny):
 
 def test_bad_inputs_raise(tiny):
     _, spec, params, _ = tiny
-    with pytest.raises(ConfigError, match="expected pixels"):
+    with pytest.raises(ModelError, match="expected pixels"):
         vit.apply(params, jnp.zeros((1, 3, 32, 32)), spec)
-    with pytest.raises(ConfigError, match="expected pixels"):
+    with pytest.raises(ModelError, match="expected pixels"):
         vit.apply(params, jnp.zeros((1, 1, 16, 16)), spec)
     cfg = transformers.ViTConfig(**TINY).to_dict()
-    with pytest.raises(ConfigError, match="hidden_act"):
+    with pytest.raises(ModelError, match="hidden_act"):
         vit.ViTSpec.from_hf_config(cfg | {"hidden_act": "relu"})
-    with pytest.raises(ConfigError, match="model_type"):
+    with pytest.raises(ModelError, match="model_type"):
         vit.ViTSpec.from_hf_config(cfg | {"model_type": "bert"})
     tensors = dict(tiny[3])
     tensors.pop("vit.encoder.layer.1.intermediate.dense.bias")
-    with pytest.raises(ConfigError, match=r"missing tensor vit\.encoder\.layer\.1\.intermediate\.dense\.bias"):
+    with pytest.raises(ModelError, match=r"missing tensor vit\.encoder\.layer\.1\.intermediate\.dense\.bias"):
         vit.params_from_hf(tensors, spec)
-    with pytest.raises(ConfigError, match="position_embeddings has shape"):
+    with pytest.raises(ModelError, match="position_embeddings has shape"):
         vit.params_from_hf(tiny[3], vit.ViTSpec(**TINY | {"image_size": 32}))

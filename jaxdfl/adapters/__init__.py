@@ -3,6 +3,9 @@
 :data:`METHODS` is the registry ``method.name`` is looked up in. Adding a method is one file (a factory and a
 :class:`~jaxdfl.adapters.base.MethodConfig` subclass with a ``make``) plus one line here (``docs/methods.md``
 walks through an example).
+
+A(n) is equation n of Paper A (sparse-and-orthogonal LoRA for decentralized multi-task fine-tuning), B(n) of
+Paper B (SOFT and TSFA for wireless federated LoRA).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import typing
 from jaxdfl.adapters.base import MethodConfig
 from jaxdfl.adapters.full import FullConfig, full
 from jaxdfl.adapters.lora import LoraConfig, lora
+from jaxdfl.adapters.lora_fa import LoraFaConfig, lora_fa
 from jaxdfl.adapters.so_lora import LoriConfig, SoLoraConfig, so_lora
 from jaxdfl.adapters.soft import SparseLoraConfig, sparse_lora
 from jaxdfl.core import AdapterState, ExpertMixture, ExpertView, Message, Method, Mixed, RoundControl, num_params
@@ -24,6 +28,7 @@ def _by_name(*configs: type[MethodConfig]) -> dict[str, type[MethodConfig]]:
 
 METHODS: dict[str, type[MethodConfig]] = _by_name(
     LoraConfig,
+    LoraFaConfig,
     FullConfig,
     SparseLoraConfig,  # soft, tlora, rlora, slora, ilora
     SoLoraConfig,
@@ -37,6 +42,6 @@ def make_method(method_cfg: MethodConfig, batch_size: int = 32) -> Method:
     return method_cfg.make(batch_size)
 
 
-__all__ = ["METHODS", "AdapterState", "ExpertMixture", "ExpertView", "FullConfig", "LoraConfig", "LoriConfig",
-           "Message", "Method", "MethodConfig", "Mixed", "RoundControl", "SoLoraConfig", "SparseLoraConfig", "full",
-           "lora", "make_method", "num_params", "so_lora", "sparse_lora"]
+__all__ = ["METHODS", "AdapterState", "ExpertMixture", "ExpertView", "FullConfig", "LoraConfig", "LoraFaConfig",
+           "LoriConfig", "Message", "Method", "MethodConfig", "Mixed", "RoundControl", "SoLoraConfig",
+           "SparseLoraConfig", "full", "lora", "lora_fa", "make_method", "num_params", "so_lora", "sparse_lora"]

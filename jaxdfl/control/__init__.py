@@ -1,4 +1,8 @@
-"""Per-round controllers: Paper B's TSFA (offline rank, online ratio and bandwidth) and OSFA."""
+"""Per-round controllers: Paper B's TSFA (offline rank, online ratio and bandwidth) and OSFA.
+
+A(n) is equation n of Paper A (sparse-and-orthogonal LoRA for decentralized multi-task fine-tuning), B(n) of
+Paper B (SOFT and TSFA for wireless federated LoRA).
+"""
 
 from jaxdfl.control.server import ServerController, bound_constants, build_controller, initial_queue
 from jaxdfl.control.tsfa import (BoundConstants, convergence_bound, delay_per_unit_ratio, initial_ratio,

@@ -1,7 +1,7 @@
-"""TSFA: Paper B's two-stage control (B §IV, Algs. 2–3, SPEC §3.4). All jnp and jittable.
+"""TSFA: Paper B's two-stage control (B §IV, Algs. 2–3). All jnp and jittable.
 
 * Offline (Alg. 2, Lemma 2): choose the LoRA rank r before training, with the channel replaced by its mean.
-* Online (B eqs. 21–31): each round, choose the sparsification ratio O and the FDMA bandwidth shares from the
+* Online (B(21)–B(31)): each round, choose the sparsification ratio O and the FDMA bandwidth shares from the
   observed SNRs and the virtual delay queue Q, minimising the drift-plus-penalty Q·D(O) + V·γ(r, O, K).
 * OSFA is the online stage alone with a fixed r.
 
@@ -35,7 +35,7 @@ class BoundConstants(NamedTuple):
 
 
 def convergence_bound(rank, ratio, sampled, c: BoundConstants) -> jax.Array:
-    """γ(r, O, K) of SPEC §3.4 (the per-round term of B eq. 14):
+    """γ(r, O, K), the per-round term of the bound (B(14)):
 
     2S²H(r_max−r)W² + 4S²φrW² + ηSE²G² + 8(N−K)/(K(N−1))·η²S²E²G² + 4N(1−O)²/(K O⁴)·rS²W⁴
     + E(E−1)(2E−1)S²η²G²/6.
@@ -48,14 +48,14 @@ def convergence_bound(rank, ratio, sampled, c: BoundConstants) -> jax.Array:
 
 
 def delay_per_unit_ratio(snr, rank, *, dims, bits_per_param, bandwidth) -> jax.Array:
-    """κ with D(O) = κ·O: under the optimal shares (B eq. 31) every sampled client's delay is
+    """κ with D(O) = κ·O: under the optimal shares (B(31)) every sampled client's delay is
     v·O·r·dims·Σ_j 1/log2(1+SNR_j) / B, linear in O. ``snr`` ``[K]``."""
     return bits_per_param * rank * dims * jnp.sum(1.0 / spectral_efficiency(snr)) / bandwidth
 
 
 def initial_ratio(rank, consts: BoundConstants, mean_snr, *, sampled, dims, bits_per_param, bandwidth,
                   delay_target, ratio_min) -> jax.Array:
-    """Lemma 2 with D_th restored (SPEC §3.4 decision): O⁰(r) = clip(N·D_th/(A·K·r), O_min, 1),
+    """Lemma 2 with D_th restored (docs/methods.md, "Paper B — TSFA"): O⁰(r) = clip(N·D_th/(A·K·r), O_min, 1),
     A = Σ_k v·dims / (B·log2(1 + SNR̄_k)) over all N clients (``mean_snr`` ``[N]``)."""
     a = jnp.sum(bits_per_param * dims / (bandwidth * spectral_efficiency(mean_snr)))
     return jnp.clip(consts.N * delay_target / (a * sampled * rank), ratio_min, 1.0)
@@ -73,10 +73,10 @@ def offline_rank(consts: BoundConstants, mean_snr, *, sampled, dims, bits_per_pa
 
 def online_ratio(queue, V, rank, snr, consts: BoundConstants, *, dims, bits_per_param, bandwidth, ratio_min,
                  iterations: int = 60) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Solve the per-slot problem P3 (B eq. 29) for the sampled clients' SNRs ``snr`` ``[K]``:
-    minimise Q·D(O) + V·γ(r, O, K) over O ∈ [O_min, 1], with the optimal shares (B eq. 31).
+    """Solve the per-slot problem P3 (B(29)) for the sampled clients' SNRs ``snr`` ``[K]``:
+    minimise Q·D(O) + V·γ(r, O, K) over O ∈ [O_min, 1], with the optimal shares (B(31)).
 
-    The objective is convex in O (B eq. 30): its derivative Q·κ − 2V·C·(1−O)(2−O)/O⁵ (C = 4N·r·S²W⁴/K)
+    The objective is convex in O (B(30)): its derivative Q·κ − 2V·C·(1−O)(2−O)/O⁵ (C = 4N·r·S²W⁴/K)
     increases, so bisection on the derivative finds the minimiser (to ~1e-18 relative after 60 halvings).
 
     Returns ``(ratio, bandwidth_shares [K], delay)``.
@@ -97,5 +97,5 @@ def online_ratio(queue, V, rank, snr, consts: BoundConstants, *, dims, bits_per_
 
 
 def queue_update(queue, delay, delay_target) -> jax.Array:
-    """Virtual queue Q^{t+1} = max(Q^t + D^t − D_th, 0) (B eq. 21)."""
+    """Virtual queue Q^{t+1} = max(Q^t + D^t − D_th, 0) (B(21))."""
     return jnp.maximum(queue + delay - delay_target, 0.0)

@@ -57,7 +57,7 @@ TEXT_SPLIT_SEED = 20261124  # generated text tasks are the same for every run se
 def text_splits(data_cfg, tokenizer) -> tuple[list[TaskSplit], tuple[int, int], tuple[tuple, ...]]:
     """Every text task's train and test examples, encoded to one shape (``[n, 4, L]``), the static sizes
     ``(num_choices, reply_tokens)``, and every task's test examples as text."""
-    from jaxdfl.data import text_datasets, text_encoding, text_tasks
+    from jaxdfl.data import tables, text_datasets, text_encoding, text_tasks
 
     if tokenizer is None:
         raise ConfigError(f"data.name: {data_cfg.name} needs a tokenizer, and the model has none (a Hugging Face "
@@ -66,8 +66,9 @@ def text_splits(data_cfg, tokenizer) -> tuple[list[TaskSplit], tuple[int, int], 
         pairs = [text_tasks.task_split(t, data_cfg.train_per_task, data_cfg.test_per_task, TEXT_SPLIT_SEED)
                  for t in data_cfg.tasks]
     else:
-        pairs = [(text_datasets.load_dataset_file(t, Path(train).expanduser(), limit=data_cfg.train_per_task),
-                  text_datasets.load_dataset_file(t, Path(test).expanduser(), limit=data_cfg.test_per_task))
+        where = lambda f: f if f.startswith(tables.HUB) else Path(f).expanduser()  # noqa: E731
+        pairs = [(text_datasets.load_dataset_file(t, where(train), limit=data_cfg.train_per_task),
+                  text_datasets.load_dataset_file(t, where(test), limit=data_cfg.test_per_task))
                  for t, train, test in zip(data_cfg.tasks, data_cfg.train_files, data_cfg.test_files)]
     examples = [ex for pair in pairs for part in pair for ex in part]
     x, y, num_choices, reply_tokens = text_encoding.encode(examples, tokenizer, data_cfg.max_tokens)

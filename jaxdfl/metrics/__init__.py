@@ -1,4 +1,8 @@
-"""Metrics beyond accuracy (which the engine's evaluate computes for every device on every task)."""
+"""Metrics beyond accuracy (which the engine's evaluate computes for every device on every task).
+
+A(n) is equation n of Paper A (sparse-and-orthogonal LoRA for decentralized multi-task fine-tuning), B(n) of
+Paper B (SOFT and TSFA for wireless federated LoRA).
+"""
 
 from jaxdfl.metrics.collision import (collision_rate, empirical_collision, neighbourhood_collision,
                                       neighbourhood_collision_rate)

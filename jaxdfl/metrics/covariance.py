@@ -1,4 +1,4 @@
-"""The covariance term of Paper B's convergence analysis (B eq. 12)."""
+"""The covariance term of Paper B's convergence analysis (B(12))."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import jax.numpy as jnp
 
 
 def lora_covariance(factors: dict, weights: jax.Array) -> jax.Array:
-    """‖Σ_k p_k B_k A_k − (Σ_k p_k B_k)(Σ_k p_k A_k)‖_F over clients k (B eq. 12).
+    """‖Σ_k p_k B_k A_k − (Σ_k p_k B_k)(Σ_k p_k A_k)‖_F over clients k (B(12)).
 
     Args:
       factors: ``{layer: {"b": [K, d, r], "a": [K, r, n]}}``, the clients' local LoRA factors.

@@ -1,4 +1,4 @@
-"""How orthogonal the devices' static projections are (Paper A eq. (16), SPEC §2.1)."""
+"""How orthogonal the devices' static projections are (A(16))."""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""Wireless network models: Paper B's FDMA uplink to a server and Paper A's device-to-device OFDMA links."""
+"""Wireless network models: Paper B's FDMA uplink to a server and Paper A's device-to-device OFDMA links.
+
+A(n) is equation n of Paper A (sparse-and-orthogonal LoRA for decentralized multi-task fine-tuning), B(n) of
+Paper B (SOFT and TSFA for wireless federated LoRA).
+"""
 
 from jaxdfl.network.d2d import (LinkBudget, LinkReport, broadcast_cost, channel_gains, compute_cost, deliver,
                                 disk_positions, distances, link_delay, min_power, ofdma_rate, random_walk,

@@ -1,4 +1,4 @@
-"""Paper A's device-to-device wireless network (A §III, A(7), A(8), A(25); SPEC §2.5).
+"""Paper A's device-to-device wireless network (A §III, A(7), A(8), A(25)).
 
 Devices sit in a disk and may move every round. The channel from device j to device i is
 h_ji = ρ_ji · d_ji^(−α) with Rayleigh power fading ρ ~ Exp(1) redrawn every round. A device shares its

@@ -1,4 +1,4 @@
-"""Paper B's uplink channel (B §II-C, SPEC §3.3): clients in a disk around the server, Rayleigh fading, FDMA.
+"""Paper B's uplink channel (B §II-C): clients in a disk around the server, Rayleigh fading, FDMA.
 
 Channel: h_k = s_k · q_k^{−γ} with |s_k|² ~ Exp(1) redrawn every round, so SNR_k = P·|s_k|²·q_k^{−2γ}/σ².
 A client given a share b_k of bandwidth B sends at rate b_k·B·log2(1 + SNR_k).
@@ -31,7 +31,7 @@ def spectral_efficiency(snr: jax.Array) -> jax.Array:
 
 
 def fdma_bandwidth(snr: jax.Array) -> jax.Array:
-    """Bandwidth shares b_k of the sampled clients (B eq. 31): b_k = (1/log2(1+SNR_k)) / Σ_j 1/log2(1+SNR_j).
+    """Bandwidth shares b_k of the sampled clients (B(31)): b_k = (1/log2(1+SNR_k)) / Σ_j 1/log2(1+SNR_j).
 
     ``snr`` ``[K]`` → ``[K]``, summing to 1. These shares give every client the same delay, so the round's
     delay (the slowest client's) is as small as it can be.

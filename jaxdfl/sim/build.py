@@ -13,7 +13,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdfl import data as data_lib
-from jaxdfl.adapters.base import LowRankConfig
 from jaxdfl.config import Config
 from jaxdfl.control.server import ServerController, build_controller, initial_queue
 from jaxdfl.core import Method, layer_density, num_params, trained_params
@@ -170,9 +169,11 @@ def build_simulation(cfg: Config) -> Simulation:
     topology = build_topology(cfg.topology, cfg.num_devices, data.n, cfg.seed, data.task_of_device, labels)
 
     server = cfg.topology.name == "server"
+    params = jax.eval_shape(init_fn, jax.random.key(0)).adapter.params
+    factors = all(isinstance(p, dict) and {"a", "b"} <= set(p) for p in params.values())  # B(12) needs B and A
     round_step = make_round_step(objective, method, optimizer, local_steps=cfg.local_steps,
                                  batch_size=cfg.batch_size, reset_state=cfg.optimizer.reset_state,
-                                 covariance=server and isinstance(method_cfg, LowRankConfig), collision=not server,
+                                 covariance=server and factors, collision=not server,
                                  channel=channel, controller=controller, device_chunk=cfg.device_chunk)
     scanned = jax.jit(functools.partial(run_rounds, round_step), out_shardings=(state_sharding, everywhere),
                       donate_argnums=0)

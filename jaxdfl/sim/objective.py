@@ -29,7 +29,7 @@ class Objective(NamedTuple):
       loss: ``(base, x, y, hook) -> scalar`` on a batch ``x`` ``[batch, ...]``, ``y`` ``[batch]``.
       scores: ``(base, x, hook) -> [batch, classes]``; the prediction is its argmax.
       forward: ``(base, x, hook) -> Array``, one plain pass over ``x`` whose hook calls see ``[batch, ..., in]``
-        inputs (what :func:`jaxdfl.sim.engine.make_capture` reads).
+        inputs (what a method's ``calibrate`` reads).
     """
 
     loss: Callable

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -132,4 +133,6 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
 def run_rounds(round_step: Callable, state: SimState, data: DeviceData, inputs: RoundInputs):
     """Rounds ``inputs`` (stacked ``[R, ...]``) one after another in one ``lax.scan``:
     ``-> (state after the last round, metrics stacked [R, ...])``."""
+    m = jax.tree.leaves(state.adapter)[0].shape[0]
+    chex.assert_shape(inputs.w, (inputs.round.shape[0], m, m))
     return jax.lax.scan(lambda s, one: round_step(s, data, one), state, inputs)

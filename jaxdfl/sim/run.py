@@ -29,6 +29,7 @@ from jaxdfl.sim.build import Simulation, build_simulation
 from jaxdfl.sim.checkpoint import Checkpointer
 from jaxdfl.sim.schedule import segments
 from jaxdfl.sim.state import SimState
+from jaxdfl.sim.writers import make_writers
 
 
 def default_out_dir(source) -> Path:
@@ -147,7 +148,7 @@ def _round_records(metrics: dict, rounds: range, w: np.ndarray, clusters) -> lis
 
 
 def run(config: str | Path | dict | Config | None = None, overrides=(), out: str | Path | None = None,
-        resume: bool = False, progress: bool = True) -> tuple[dict, SimState]:
+        resume: bool = False, progress: bool = True, log=()) -> tuple[dict, SimState]:
     """Run one simulation end to end and write its output folder.
 
     Between two evaluations or checkpoints the rounds run as one program; ``metrics.jsonl`` is written after
@@ -161,6 +162,7 @@ def run(config: str | Path | dict | Config | None = None, overrides=(), out: str
       out: output folder; default ``runs/<config>-<timestamp>``.
       resume: continue from the newest checkpoint in ``out`` (same config required).
       progress: show a progress bar over rounds.
+      log: metric writers beside ``metrics.jsonl``: ``"tensorboard"``, ``"wandb"`` (:mod:`jaxdfl.sim.writers`).
 
     Returns:
       ``(summary, state)``: the dict written to ``summary.json`` and the final :class:`SimState`.
@@ -179,10 +181,12 @@ def run(config: str | Path | dict | Config | None = None, overrides=(), out: str
     elif metrics_path.exists():
         raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
 
+    make_writers(log, out, cfg.to_dict(), check_only=True)
     start = time.time()
     sim = build_simulation(cfg)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    writers = make_writers(log, out, cfg.to_dict())
     state = sim.init_fn(jax.random.fold_in(jax.random.key(cfg.seed), 0))
     initial = _accuracy_record(np.asarray(sim.base_accuracy_fn())[None], sim)  # every method starts at the base
     clusters = _num_clusters(sim.topology)
@@ -197,7 +201,7 @@ def run(config: str | Path | dict | Config | None = None, overrides=(), out: str
     postfix: dict = {}
     acc = None
     try:
-        with metrics_path.open("a") as log:
+        with metrics_path.open("a") as jsonl:
             for first, stop in segments(done, cfg.rounds, cfg.eval_every, cfg.checkpoint_every):
                 t0 = time.time()
                 inputs = sim.inputs(first, stop)
@@ -211,8 +215,10 @@ def run(config: str | Path | dict | Config | None = None, overrides=(), out: str
                     postfix["acc"] = f"{new[-1]['accuracy']:.3f}"
                 for record in new:
                     record["wall_s"] = (time.time() - t0) / len(new)
-                    log.write(json.dumps(record) + "\n")
-                log.flush()
+                    jsonl.write(json.dumps(record) + "\n")
+                    for writer in writers:
+                        writer.write(record)
+                jsonl.flush()
                 records += new
                 state, done = new_state, stop
                 postfix["loss"] = f"{new[-1]['train_loss']:.3f}"
@@ -225,6 +231,8 @@ def run(config: str | Path | dict | Config | None = None, overrides=(), out: str
         if not any(leaf.is_deleted() for leaf in jax.tree.leaves(state)):
             checkpointer.save(done, state)  # a crash or Ctrl-C loses no completed round
         checkpointer.close()
+        for writer in writers:
+            writer.close()
 
     last = cfg.rounds - 1
     w_last = sim.topology.mixing(last)

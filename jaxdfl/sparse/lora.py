@@ -1,11 +1,11 @@
-"""Sparsifiers for LoRA updates (Paper B §III, SPEC §3.2), behind one interface.
+"""Sparsifiers for LoRA updates (Paper B §III, B(3)–B(7); docs/methods.md, "Paper B — SOFT"), behind one interface.
 
 A selector is ``select(update, factors, ratio, key) -> mask`` for ONE adapted layer, where ``update`` and
 ``factors`` are ``{"b": [d, r], "a": [r, k]}`` (the error-compensated update to send, and the client's
 local factors after training), ``ratio`` is the sparsification ratio O ∈ [0, 1] (may be traced), and
 ``mask`` is ``{"b", "a"}`` of 0/1. The per-layer budget is q = round(O·r·(d+k)) entries.
 
-* ``soft``:  importance s_i = ‖B[:,i]‖²‖A[i,:]‖² (B eq. 3); o = :func:`allocate` (s, q, cap=d+k); keep the
+* ``soft``:  importance s_i = ‖B[:,i]‖²‖A[i,:]‖² (B(3)); o = :func:`allocate` (s, q, cap=d+k); keep the
   top-o_i entries of component i, the vector [B[:,i]; A[i,:]] of the update.
 * ``tlora``: the top-q entries of |update| over B and A together.
 * ``rlora``: q entries uniformly at random.
@@ -72,7 +72,7 @@ def allocate(importance: jax.Array, budget, cap, iterations: int = 60) -> jax.Ar
 
 
 def importance(factors: dict) -> jax.Array:
-    """s_i = ‖B[:, i]‖² · ‖A[i, :]‖² for each rank component (B eq. 3)."""
+    """s_i = ‖B[:, i]‖² · ‖A[i, :]‖² for each rank component (B(3))."""
     return jnp.sum(factors["b"] ** 2, axis=0) * jnp.sum(factors["a"] ** 2, axis=1)
 
 

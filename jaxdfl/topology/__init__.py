@@ -1,4 +1,8 @@
-"""Topologies: who mixes with whom each round, as a mixing matrix."""
+"""Topologies: who mixes with whom each round, as a mixing matrix.
+
+A(n) is equation n of Paper A (sparse-and-orthogonal LoRA for decentralized multi-task fine-tuning), B(n) of
+Paper B (SOFT and TSFA for wireless federated LoRA).
+"""
 
 from __future__ import annotations
 

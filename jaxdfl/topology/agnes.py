@@ -1,4 +1,4 @@
-"""Paper A's cluster topology (A §IV-C, SPEC §2.6): agglomerative (AGNES) clustering under a collision cap and
+"""Paper A's cluster topology (A §IV-C): agglomerative (AGNES) clustering under a collision cap and
 the power/delay budget.
 
 Start from singletons. Two clusters may merge when (i) the merged cluster's parameter collision rate A(19)

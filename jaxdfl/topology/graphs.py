@@ -1,4 +1,4 @@
-"""Mixing matrices W ∈ R^{M×M} for the topologies of SPEC §5 (host-side numpy; they enter each round's
+"""Mixing matrices W ∈ R^{M×M} for every topology (host-side numpy; they enter each round's
 program as an input array, so they can change every round and be differentiated through).
 
 Row i of W says how device i averages what it receives: ``y_i = Σ_j W_ij x_j``. Every W here is
@@ -71,7 +71,7 @@ def server_average(weights: np.ndarray, sampled: np.ndarray, unbiased: bool = Fa
     """Server aggregation as a mixing matrix ``W = 1 wᵀ``: every client receives the same global model.
 
     ``unbiased=False`` (FedAvg): ``w_j = p_j / Σ_{k∈S} p_k`` on the sampled set S, rows sum to 1.
-    ``unbiased=True`` (SPEC §3.1, for deltas): ``w_j = (N/K)·p_j`` with ``p_j = |D_j| / |D|``, whose
+    ``unbiased=True`` (Paper B, for deltas): ``w_j = (N/K)·p_j`` with ``p_j = |D_j| / |D|``, whose
     expectation over uniform sampling is p_j. Unsampled clients get weight 0: they send nothing."""
     w = np.zeros(len(weights))
     if unbiased:
@@ -84,7 +84,7 @@ def server_average(weights: np.ndarray, sampled: np.ndarray, unbiased: bool = Fa
 
 def cluster_average(labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Block-diagonal W: device i averages over the devices j with ``labels[j] == labels[i]``, itself
-    included, with ``W_ij ∝ weights[j]`` (data sizes; SPEC §2.6's α_j). Row-stochastic."""
+    included, with ``W_ij ∝ weights[j]`` (data sizes; the α_j of A(10)). Row-stochastic."""
     same = np.asarray(labels)[:, None] == np.asarray(labels)[None, :]
     w = same * np.asarray(weights, np.float64)[None, :]
     return (w / w.sum(1, keepdims=True)).astype(np.float32)

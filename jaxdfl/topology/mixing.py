@@ -6,6 +6,7 @@ Written as an ``einsum`` over the leading device axis; when that axis is sharded
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -14,6 +15,8 @@ from jaxdfl.core import Message, Mixed
 
 def mix_dense(w: jax.Array, tree):
     """``[M, M]`` × pytree of ``[M, ...]`` → pytree of ``[M, ...]``."""
+    chex.assert_shape(w, (w.shape[0], w.shape[0]))
+    chex.assert_tree_shape_prefix(tree, (w.shape[0],))
     return jax.tree.map(lambda x: jnp.einsum("ij,j...->i...", w, x, precision=jax.lax.Precision.HIGHEST), tree)
 
 
