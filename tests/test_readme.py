@@ -9,3 +9,12 @@ def test_ci_runs_the_readme_test_command():
     ci_lines = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line.startswith("python3.11")]
     assert len(ci_lines) == 1
     assert f"```bash\n{ci_lines[0]}\n```" in readme
+
+
+def test_the_readmes_sample_error_is_what_the_cli_prints(capsys):
+    from jaxdfl.cli import main
+
+    readme = (ROOT / "README.md").read_text()
+    assert main(["run", "--set", "nonexistent.key=1"]) == 2
+    printed = capsys.readouterr().err.strip()
+    assert f"$ jaxdfl run --set nonexistent.key=1\n{printed}\n" in readme
