@@ -11,8 +11,12 @@ A user's mistake (unknown key, bad value, missing file) prints one line and exit
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
+import shlex
+import shutil
 import sys
+import textwrap
 
 
 def _print_summary(summary: dict, out) -> None:
@@ -40,10 +44,17 @@ def _print_summary(summary: dict, out) -> None:
     print(f"wrote {out}/: config.yaml metrics.jsonl summary.json curves.png checkpoints/")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a mistake on the command line printed as one line (exit 2) like every other mistake."""
+
+    def error(self, message):
+        self.exit(2, f"jaxdfl: error: {message} (see: {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jaxdfl", description="Simulate wireless federated and decentralized "
-                                     "LoRA fine-tuning as vmapped JAX programs.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="jaxdfl", description="Simulate wireless federated and decentralized LoRA fine-tuning "
+                     "as vmapped JAX programs.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="run a simulation (the quick start when no CONFIG is given)")
     run.add_argument("config", nargs="?", default=None, help="a YAML file or a bundled config name (see `jaxdfl list`)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -53,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--log", action="append", default=[], choices=("tensorboard", "wandb"),
                      help="also write metrics to TensorBoard or Weights & Biases (extras; repeatable)")
+    run.add_argument("--check", action="store_true",
+                     help="check the config and build the simulation (model, data, method, topology), then stop")
     sub.add_parser("list", help="list the bundled configs")
     plot = sub.add_parser("plot", help="(re)draw curves.png of a run folder")
     plot.add_argument("dir")
@@ -62,20 +75,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as done:  # --help, or a command-line mistake already printed
+        return done.code if isinstance(done.code, int) else 2
     if os.environ.get("JAXDFL_DISTRIBUTED"):  # multi-host pods: one process per host (see tpu/README.md)
         import jax
 
         jax.distributed.initialize()
-    from jaxdfl.errors import UserError
+    from jaxdfl.errors import Diverged, Interrupted, UserError
 
     try:
         if args.command == "list":
-            from jaxdfl.config import bundled_configs_dir, list_bundled
-
-            for name in list_bundled():
-                first = (bundled_configs_dir() / f"{name}.yaml").read_text().splitlines()[1:2]
-                print(f"{name:<28} {first[0].lstrip('# ') if first else ''}")
+            _list_bundled()
         elif args.command == "plot":
             from jaxdfl.plotting import plot_run
 
@@ -84,21 +96,75 @@ def main(argv: list[str] | None = None) -> int:
             from jaxdfl.models.registry import pull
 
             pull(args.name)
+        elif args.check:
+            _check(args)
         else:
             from jaxdfl.sim.run import default_out_dir, run
 
-            out = args.out or default_out_dir(args.config)
-            summary, _ = run(args.config, args.overrides, out=out, resume=args.resume, progress=not args.no_progress,
-                             log=args.log)
+            out = args.out or str(default_out_dir(args.config))
+            try:
+                summary, _ = run(args.config, args.overrides, out=out, resume=args.resume,
+                                 progress=not args.no_progress, writers=args.log, verbose=True)
+            except Interrupted as stop:
+                saved = f"round {stop.saved_round} of {stop.rounds} is saved" if stop.saved_round else \
+                    "no round is saved yet"
+                print(f"jaxdfl: interrupted; {saved} in {out}. Continue with:\n  {_resume_command(args, out)}",
+                      file=sys.stderr)
+                return 130
             _print_summary(summary, out)
     except UserError as err:
-        print(f"jaxdfl: error: {err}", file=sys.stderr)
+        print(f"jaxdfl: error: {one_line(err)}", file=sys.stderr)
         return 2
+    except Diverged as err:
+        print(f"jaxdfl: {one_line(err)}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
-        print("jaxdfl: interrupted; the last completed round is checkpointed (continue with --resume)",
-              file=sys.stderr)
+        print("jaxdfl: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`jaxdfl list | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return 0
+
+
+def one_line(err: Exception) -> str:
+    """The message with line breaks shown as ``\\n`` (a value from the user may hold some)."""
+    return str(err).replace("\r", "\\r").replace("\n", "\\n")
+
+
+def _resume_command(args, out: str) -> str:
+    """The command line that continues an interrupted run."""
+    words = ["jaxdfl", "run", *([args.config] if args.config else [])]
+    for override in args.overrides:
+        words += ["--set", override]
+    words += ["--out", out, "--resume", *(["--no-progress"] if args.no_progress else [])]
+    for writer in args.log:
+        words += ["--log", writer]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def _check(args) -> None:
+    """``jaxdfl run --check``: validate and build, train nothing, write nothing."""
+    from jaxdfl.config import load_config
+    from jaxdfl.sim.build import build_simulation
+
+    cfg = load_config(args.config, args.overrides)
+    sim = build_simulation(cfg, status=print)
+    print(f"ok: {cfg.method.name} on {sim.topology.name}, {cfg.num_devices} devices, {len(sim.layers)} adapted "
+          f"layers, {len(sim.data.task_names)} tasks, {cfg.rounds} rounds")
+
+
+def _list_bundled() -> None:
+    """Every bundled config with the first sentence of the comment that opens it."""
+    from jaxdfl.config import bundled_configs_dir, list_bundled
+
+    width = shutil.get_terminal_size((100, 20)).columns
+    for name in list_bundled():
+        lines = (bundled_configs_dir() / f"{name}.yaml").read_text().splitlines()[1:]
+        comment = " ".join(line.lstrip("# ").strip() for line in itertools.takewhile(lambda s: s.startswith("#"), lines))
+        sentence = comment.split(". ")[0].rstrip(".") + "." if comment else ""
+        print(name)
+        print(textwrap.fill(sentence, width=max(width, 40), initial_indent="    ", subsequent_indent="    "))
 
 
 if __name__ == "__main__":

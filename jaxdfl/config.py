@@ -11,12 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import yaml
-
 from jaxdfl.adapters import METHODS, LoraConfig, MethodConfig
 from jaxdfl.bundled import bundled_configs_dir, list_bundled, resolve_path
 from jaxdfl.errors import ConfigError
-from jaxdfl.schema import build, check_path, plain, require
+from jaxdfl.schema import build, check_path, load_yaml, plain, require
 
 
 @dataclass(frozen=True)
@@ -215,6 +213,9 @@ class Config:
     # "all": every device's model on every task; "oracle": each task answered only by the devices that
     # trained on it (Paper A's hard-routing MoE; needs data.partition task_per_device)
     routing: Literal["all", "oracle"] = "all"
+    # a device's loss or adapter turns NaN/inf: end the run (exit 3, last finite checkpoint kept), drop that
+    # device from mixing for good, or go on as if nothing happened (logged)
+    on_nonfinite: Literal["stop", "drop_device", "continue"] = "stop"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     method: MethodConfig = field(default_factory=LoraConfig)  # a section per method, chosen by method.name
@@ -224,6 +225,7 @@ class Config:
     network: NetworkConfig = field(default_factory=NetworkConfig)
 
     def __post_init__(self):
+        require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
         for key in ("rounds", "num_devices", "local_steps", "batch_size", "eval_every"):
             require(getattr(self, key) >= 1, key, f"must be >= 1, got {getattr(self, key)}")
         require(self.checkpoint_every >= 0, "checkpoint_every", f"must be >= 0, got {self.checkpoint_every}")
@@ -285,8 +287,8 @@ def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> dict:
         dotted = dotted.strip()
         check_path(Config, dotted)
         try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
+            value = load_yaml(raw, f"--set {dotted}")
+        except ConfigError:
             value = raw
         node = data
         *parents, leaf = dotted.split(".")
@@ -312,9 +314,13 @@ def load_config(source: str | Path | dict | Config | None = None, overrides=()) 
     else:
         path = resolve_path(source if source is not None else "quickstart")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({err})") from None
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{path}: cannot read it ({err})") from None
+        data = load_yaml(text, str(path)) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of keys (seed:, rounds:, method:, ...), "
+                              f"got a {type(data).__name__}")
     return build(Config, apply_overrides(data, list(overrides)))
 
 

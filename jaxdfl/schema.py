@@ -13,7 +13,36 @@ import types
 import typing
 from typing import Literal
 
+import yaml
+
 from jaxdfl.errors import ConfigError
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                line = key_node.start_mark.line + 1
+                raise ConfigError(f"{key_node.start_mark.name}:{line}: key {key!r} appears twice in one mapping")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str, where: str):
+    """Parse YAML ``text`` (``where`` names it in errors): a bad document or a duplicate key is a
+    :class:`ConfigError`."""
+    loader = _StrictLoader(text)
+    loader.name = where
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{where}: not valid YAML ({' '.join(str(err).split())})") from None
+    finally:
+        loader.dispose()
 
 
 def require(ok: bool, key: str, message: str) -> None:
@@ -91,7 +120,7 @@ def _variant(cls, field: dataclasses.Field, data, path: str):
     """The section class a variant field holds for ``data`` (chosen by its ``name``; default: the field's)."""
     options = cls.VARIANTS[field.name]
     name = data.get("name") if isinstance(data, dict) and "name" in data else field.default_factory().name
-    if name not in options:
+    if not isinstance(name, str) or name not in options:
         raise ConfigError(f"{path}.name: got {name!r}; allowed: {', '.join(repr(n) for n in options)}")
     return options[name]
 
@@ -149,4 +178,4 @@ def check_path(cls, dotted: str) -> None:
         sections = list(dict.fromkeys(variants.values())) if variants else [tp]
 
 
-__all__ = ["build", "check_path", "plain", "require"]
+__all__ = ["build", "check_path", "load_yaml", "plain", "require"]

@@ -21,7 +21,7 @@ def patch_build(monkeypatch, change):
     from jaxdfl.sim import run as run_module
 
     real = run_module.build_simulation
-    monkeypatch.setattr(run_module, "build_simulation", lambda cfg: change(real(cfg)))
+    monkeypatch.setattr(run_module, "build_simulation", lambda cfg, **kwargs: change(real(cfg, **kwargs)))
 
 
 def interrupt_before_round(r: int):

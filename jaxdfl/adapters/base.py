@@ -50,6 +50,7 @@ class LowRankConfig(MethodConfig):
 
     def __post_init__(self):
         require(self.rank >= 1, "rank", f"must be >= 1, got {self.rank}")
+        require(self.alpha > 0, "alpha", f"must be > 0 (the LoRA scale is alpha/rank), got {self.alpha}")
         require(self.a_std is None or self.a_std > 0, "a_std", f"must be > 0 or null, got {self.a_std}")
 
 

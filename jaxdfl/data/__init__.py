@@ -9,7 +9,7 @@ import numpy as np
 
 from jaxdfl.data import partition
 from jaxdfl.data.digits import NUM_CLASSES, TASKS, TaskSplit, pretrain_split, task_splits
-from jaxdfl.errors import ConfigError
+from jaxdfl.errors import ConfigError, warn
 
 
 class FederatedData(NamedTuple):
@@ -121,6 +121,9 @@ def build(data_cfg, num_devices: int, seed: int, tokenizer=None) -> FederatedDat
     x_pool = np.concatenate([s.x_train for s in splits])
     y_pool = np.concatenate([s.y_train for s in splits])
     task_pool = np.concatenate([np.full(len(s.y_train), t) for t, s in enumerate(splits)])
+    if num_devices > len(y_pool):
+        raise ConfigError(f"num_devices={num_devices}: more devices than the {len(y_pool)} training examples of "
+                          f"data.name={data_cfg.name}, so some would get no data")
     rng = np.random.default_rng([seed, 1])
     kind = data_cfg.partition
     if kind == "task_per_device":
@@ -128,6 +131,10 @@ def build(data_cfg, num_devices: int, seed: int, tokenizer=None) -> FederatedDat
     elif kind == "iid":
         parts = partition.iid(len(y_pool), num_devices, rng)
     elif kind == "shards":
+        labels = len(np.unique(y_pool))
+        if data_cfg.num_shards >= labels:
+            warn(f"data.num_shards={data_cfg.num_shards} is not below the {labels} labels: every device sees about "
+                 "every label, close to partition: iid")
         parts = partition.label_shards(y_pool, num_devices, data_cfg.num_shards, rng)
     else:
         parts = partition.dirichlet(y_pool, num_devices, data_cfg.dirichlet_alpha, rng)

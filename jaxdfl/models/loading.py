@@ -98,10 +98,13 @@ def save_weights(path: str | Path, params: dict, spec: TinyViTSpec, recipe: dict
 
 def load_weights(path: str | Path) -> tuple[Model, dict]:
     """Read weights written by :func:`save_weights`."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(str(path), framework="numpy") as f:
-        meta = f.metadata() or {}
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError) as err:
+        raise ModelError(f"{path}: not a readable .safetensors file ({err})") from None
     if meta.get("model") != "tiny_vit":
         raise ModelError(f"{path}: not a jaxdfl tiny_vit checkpoint (metadata model={meta.get('model')!r})")
     spec = TinyViTSpec(**json.loads(meta["spec"]))

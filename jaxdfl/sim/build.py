@@ -16,7 +16,7 @@ from jaxdfl import data as data_lib
 from jaxdfl.config import Config
 from jaxdfl.control.server import ServerController, build_controller, initial_queue
 from jaxdfl.core import Method, layer_density, num_params, trained_params
-from jaxdfl.errors import ConfigError
+from jaxdfl.errors import ConfigError, warn
 from jaxdfl.models import Model, adapted_layers, bundled_weights_path, from_pretrained, load_weights, tiny_vit
 from jaxdfl.models.model import tiny_vit_model
 from jaxdfl.network.d2d import LinkBudget, trajectory
@@ -126,22 +126,43 @@ def cluster_labels(cfg: Config, method: Method, adapter, positions: np.ndarray) 
                           path_loss_exp=net.path_loss_exp, min_distance=net.min_distance)
 
 
-def build_simulation(cfg: Config) -> Simulation:
-    """Load the model and data, build the method, topology and the jitted programs for ``cfg``."""
+def check_method_fits(method_cfg, layers: dict[str, tuple[int, int]], num_devices: int) -> None:
+    """One warning line for method settings the model makes pointless: a rank above a layer's smaller side
+    (the adapter outgrows the layer it adapts), an implicit-MoE top-k above what the experts hold."""
+    rank = getattr(method_cfg, "rank", None)
+    if rank is None:
+        return
+    name, (fan_in, fan_out) = min(layers.items(), key=lambda item: min(item[1]))
+    if rank > min(fan_in, fan_out):
+        warn(f"method.rank={rank} is above the smaller side of layer {name} ({fan_in} in, {fan_out} out): that "
+             f"adapter has more parameters than the layer it adapts")
+    top_k = getattr(method_cfg, "moe_top_k", None)
+    if top_k and top_k >= num_devices * rank:
+        warn(f"method.moe_top_k={top_k} keeps every entry of at most {num_devices} experts of rank {rank}: the "
+             "same as moe_top_k: 0 (sum every expert)")
+
+
+def build_simulation(cfg: Config, status: Callable[[str], None] = lambda message: None) -> Simulation:
+    """Load the model and data, build the method, topology and the jitted programs for ``cfg``; ``status``
+    hears what is being done (for a command line that should never be silent)."""
     data_lib.check(cfg.data)
+    status(f"jaxdfl: loading the model ({cfg.model.name}: {cfg.model.checkpoint})…")
     model, base = load_model(cfg.model, cfg.seed)
     layers = adapted_layers(model, cfg.model.adapt)
     controller = build_controller(cfg, layers) if cfg.control.name != "none" else None
     method_cfg = cfg.method if controller is None else at_rank(cfg.method, controller.rank)
+    check_method_fits(method_cfg, layers, cfg.num_devices)
     method = method_cfg.make(cfg.batch_size)
     optimizer = make_optimizer(cfg.optimizer)
+    status(f"jaxdfl: building the data ({cfg.data.name}, {len(cfg.data.tasks)} tasks, {cfg.num_devices} devices)…")
     data = data_lib.build(cfg.data, cfg.num_devices, cfg.seed, tokenizer=model.tokenizer)
     objective = make_objective(model, data, cfg.data.name)
     mesh = make_mesh(cfg.num_devices)
     on_devices, everywhere = sharded(mesh), replicated(mesh)
     device = DeviceData(jax.device_put(base, everywhere), *jax.device_put((data.x, data.y, data.n), on_devices))
     test = TestSets(*jax.device_put((data.test_x, data.test_y, data.test_n), everywhere))
-    state_sharding = SimState(on_devices, on_devices, everywhere)
+    state_sharding = SimState(on_devices, on_devices, everywhere,
+                              on_devices if cfg.on_nonfinite == "drop_device" else None)
 
     stats = None
     if method.calibrate is not None:  # what the method reads of the base on each device's data, once
@@ -155,7 +176,8 @@ def build_simulation(cfg: Config) -> Simulation:
             k_adapter = jnp.broadcast_to(jax.random.fold_in(key, 0), (cfg.num_devices,))
         adapter = jax.vmap(lambda k, s: method.init(k, layers, s))(k_adapter, stats)
         queue = () if controller is None else initial_queue()
-        return SimState(adapter, jax.vmap(optimizer.init)(adapter.params), queue)
+        alive = jnp.ones(cfg.num_devices, bool) if cfg.on_nonfinite == "drop_device" else None
+        return SimState(adapter, jax.vmap(optimizer.init)(adapter.params), queue, alive)
 
     init_fn = functools.partial(jax.jit(init_fn, out_shardings=state_sharding), stats=stats)
     channel, positions, labels = None, (lambda round_: None), None
@@ -174,7 +196,8 @@ def build_simulation(cfg: Config) -> Simulation:
     round_step = make_round_step(objective, method, optimizer, local_steps=cfg.local_steps,
                                  batch_size=cfg.batch_size, reset_state=cfg.optimizer.reset_state,
                                  covariance=server and factors, collision=not server,
-                                 channel=channel, controller=controller, device_chunk=cfg.device_chunk)
+                                 channel=channel, controller=controller, device_chunk=cfg.device_chunk,
+                                 drop_nonfinite=cfg.on_nonfinite == "drop_device")
     scanned = jax.jit(functools.partial(run_rounds, round_step), out_shardings=(state_sharding, everywhere),
                       donate_argnums=0)
     evaluate = make_evaluate(objective, method, cfg.device_chunk)

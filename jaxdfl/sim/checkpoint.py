@@ -7,6 +7,7 @@ from pathlib import Path
 import jax
 import orbax.checkpoint as ocp
 
+from jaxdfl.errors import warn
 from jaxdfl.sim.state import SimState
 
 
@@ -32,6 +33,16 @@ class Checkpointer:
         round_ = self._manager.latest_step() if round_ is None else round_
         target = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
         return round_, self._manager.restore(round_, args=ocp.args.StandardRestore(target))
+
+    def restore_newest(self, like: SimState) -> tuple[int, SimState] | None:
+        """The newest checkpoint that restores, skipping (with a warning) any a crash left damaged; None when
+        none does."""
+        for round_ in sorted(self._manager.all_steps(), reverse=True):
+            try:
+                return self.restore(like, round_)
+            except Exception as err:  # orbax raises many kinds of error for a damaged step
+                warn(f"checkpoint of round {round_} does not restore ({type(err).__name__}); trying an older one")
+        return None
 
     def close(self) -> None:
         self._manager.close()

@@ -41,10 +41,24 @@ class DeviceData(NamedTuple):
     n: jax.Array
 
 
+def finite_devices(loss: jax.Array, adapter) -> jax.Array:
+    """``[K]`` bool: each device's loss and every leaf of its adapter are finite."""
+    leaves = [jnp.isfinite(x).reshape(x.shape[0], -1).all(1) for x in jax.tree.leaves(adapter)]
+    return jnp.isfinite(loss) & jnp.stack(leaves).all(0)
+
+
+def drop_senders(w: jax.Array, alive: jax.Array) -> jax.Array:
+    """``w`` with the senders that are not ``alive`` removed and every row renormalised to its planned sum; a
+    device that is not alive keeps only itself."""
+    kept = jnp.where(alive[:, None], w * alive[None, :], jnp.eye(w.shape[0], dtype=w.dtype))
+    total = kept.sum(1, keepdims=True)
+    return kept * w.sum(1, keepdims=True) / jnp.where(total != 0, total, 1.0)
+
+
 def make_round_step(objective: Objective, method: Method, optimizer, *, local_steps: int, batch_size: int,
                     reset_state: bool = False, covariance: bool = False, collision: bool = False,
                     channel: Channel | None = None, controller: ServerController | None = None,
-                    device_chunk: int = 0) -> Callable:
+                    device_chunk: int = 0, drop_nonfinite: bool = False) -> Callable:
     """``round_step(state, data: DeviceData, inputs: RoundInputs) -> (state, metrics)`` for all devices.
 
     Only the active devices (``inputs.active``, all when None) train and ``encode``, so an inactive device's
@@ -55,8 +69,14 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
     (:func:`jaxdfl.network.d2d.deliver`) turn the planned W into the delivered one before mixing. On an
     exchange round every device also hands its expert to every device it gives zero weight (other clusters).
 
+    With ``drop_nonfinite``, a device whose loss or adapter turns non-finite in local training is dropped for
+    good (``state.alive``): its adapter and optimizer state are zeroed, nobody receives from it again
+    (:func:`drop_senders`), and the losses of devices still alive make ``train_loss``.
+
     ``metrics`` (every entry a scalar unless noted; :func:`jaxdfl.sim.run.run` logs every scalar):
-      ``train_loss`` mean local loss over active devices; ``device_loss`` ``[K]``; ``uplink_params``,
+      ``train_loss`` mean local loss over active devices; ``device_loss`` ``[K]``; ``finite`` ``[M]`` bool
+      and ``nonfinite_devices`` (how many devices' loss or adapter went non-finite in local training);
+      ``dropped_devices`` (``drop_nonfinite``: how many are dropped by the end of the round); ``uplink_params``,
       ``uplink_bits`` summed over transmitting devices (a device transmits when another gives it weight, or
       on an exchange; a message's one-off setup part is charged whenever it appears); ``senders``;
       ``covariance_fro`` (``covariance=True``: B(12) over the active devices' trained factors, weighted by
@@ -97,6 +117,21 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
         adapter, opt_state, loss = train_all((data.base, experts), (*part, pick(data.x), pick(data.y),
                                                                      pick(data.n), jax.random.split(k_train, k), view))
         trained = adapter.params
+        finite = finite_devices(loss, adapter)
+        if active is not None:
+            finite = jnp.ones(m, bool).at[active].set(finite)
+        alive = state.alive
+        if drop_nonfinite:  # a dropped device is zeroed (finite, inert: 0 × NaN would still be NaN) and unheard
+            alive = alive & finite
+            w = drop_senders(w, alive)
+            counted = alive if active is None else alive[active]
+            inert = lambda v: jnp.where(counted.reshape(-1, *[1] * (v.ndim - 1)), v, jnp.zeros_like(v))  # noqa: E731
+            adapter, opt_state = jax.tree.map(inert, (adapter, opt_state))
+            loss_mean = jnp.where(counted, loss, 0.0).sum() / jnp.maximum(counted.sum(), 1)
+            metrics["dropped_devices"] = (~alive).sum()
+        else:
+            loss_mean = loss.mean()
+        metrics |= {"finite": finite, "nonfinite_devices": (~finite).sum()}
         message, adapter = jax.vmap(method.encode, in_axes=(0, 0, 0, None))(
             adapter, part[0].params, jax.random.split(k_encode, k), control)
         if active is not None:  # scatter back; inactive devices send an all-zero message with zero weight
@@ -105,6 +140,8 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
             message = jax.tree.map(lambda sub: jnp.zeros((m, *sub.shape[1:]), sub.dtype).at[active].set(sub), message)
         # an exchange round: every device also hands its expert to every device of the other clusters
         crossing = (w == 0) & jnp.asarray(control.exchange)  # [receiver, sender]
+        if drop_nonfinite:
+            crossing &= alive[None, :]
         if channel is not None:
             gain = channel_gains(k_fade, distances(inputs.positions, channel.min_distance),
                                  channel.budget.path_loss_exp)
@@ -116,7 +153,7 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
         adapter = jax.vmap(method.merge, in_axes=(0, 0, None))(adapter, mix(w, message), control)
         transmits = jnp.any((w * (1.0 - jnp.eye(m))) != 0, axis=0) | jnp.any(crossing, axis=0)
         charged = lambda total, setup: jnp.sum(jnp.where(transmits, total - setup, 0) + setup)  # noqa: E731
-        metrics |= {"train_loss": loss.mean(), "device_loss": loss,
+        metrics |= {"train_loss": loss_mean, "device_loss": loss,
                     "uplink_params": charged(message.count, message.setup_count),
                     "uplink_bits": charged(message.bits, message.setup_bits), "senders": transmits.sum()}
         if collision:
@@ -125,7 +162,7 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
             metrics["collision_analytic"] = neighbourhood_collision_rate(w, masks)
         if covariance:
             metrics["covariance_fro"] = lora_covariance(trained, w[0] if active is None else w[0, active])
-        return SimState(adapter, opt_state, controller_state), metrics
+        return SimState(adapter, opt_state, controller_state, alive), metrics
 
     return round_step
 

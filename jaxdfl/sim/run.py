@@ -1,34 +1,32 @@
 """The run loop: Python orchestrates evaluation, logging and checkpoints; the rounds between two of them run
-as one jitted program (a ``lax.scan``). Everything a run produces lands in its output folder:
-
-  config.yaml    the resolved config
-  metrics.jsonl  one object per round (appended and flushed as the run goes)
-  summary.json   final numbers
-  curves.png     loss and accuracy against rounds
-  checkpoints/   orbax checkpoints, for ``resume=True``
+as one jitted program (a ``lax.scan``). Everything a run produces lands in its output folder
+(:mod:`jaxdfl.sim.run_folder`): config.yaml, metrics.jsonl, summary.json, curves.png, checkpoints/.
 """
 
 from __future__ import annotations
 
 import json
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
-import yaml
-from scipy.sparse.csgraph import connected_components
 from tqdm.auto import tqdm
 
 from jaxdfl.config import Config, load_config, resolve_path
-from jaxdfl.errors import UserError
-from jaxdfl.metrics import projection_overlap
+from jaxdfl.errors import Diverged, Interrupted, UserError, warn
 from jaxdfl.sim.build import Simulation, build_simulation
 from jaxdfl.sim.checkpoint import Checkpointer
+from jaxdfl.sim.round import drop_senders
+from jaxdfl.sim.run_folder import RunFolder, strict
 from jaxdfl.sim.schedule import segments
 from jaxdfl.sim.state import SimState
+from jaxdfl.sim.summary import accuracy_record, num_clusters, summarize
 from jaxdfl.sim.writers import make_writers
 
 
@@ -38,100 +36,10 @@ def default_out_dir(source) -> Path:
     return Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
-def _read_metrics(path: Path, upto_round: int) -> list[dict]:
-    """The metric records of rounds ≤ ``upto_round`` (later ones belong to work a resume redoes)."""
-    if not path.exists():
-        return []
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in records if r["round"] <= upto_round]
-
-
 def stored_after(sim: Simulation, round_: int) -> float:
     """The topology's ``stored`` flag once round ``round_`` (0-based) is done: 1.0 when devices hold the
     experts of other clusters (for evaluation)."""
     return float(sim.topology.control(round_ + 1).stored)
-
-
-def _num_clusters(topology) -> Callable[[np.ndarray], int] | None:
-    """``w -> number of clusters`` for device-to-device topologies (AGNES clusters, or the connected components
-    of the planned graph); None under a server."""
-    if topology.name == "server":
-        return None
-    if topology.labels is not None:
-        count = len(np.unique(topology.labels))
-        return lambda w: count
-    return lambda w: int(connected_components(np.asarray(w) != 0, directed=False)[0])
-
-
-def task_accuracy(acc: np.ndarray, task_of_device: np.ndarray, routing: str) -> np.ndarray:
-    """``acc`` ``[devices, tasks]`` → ``[tasks]``: the mean over devices, or under ``routing="oracle"``
-    (hard-routing MoE) over the devices that trained on that task only."""
-    if routing == "all" or len(acc) != len(task_of_device):
-        return acc.mean(0)
-    return np.array([acc[task_of_device == t, t].mean() for t in range(acc.shape[1])])
-
-
-def _accuracy_record(acc: np.ndarray, sim: Simulation) -> dict:
-    """Mean accuracy and per-task accuracy (see :func:`task_accuracy`)."""
-    per_task = task_accuracy(acc, sim.data.task_of_device, sim.config.routing)
-    return {"accuracy": float(per_task.mean()),
-            "per_task_accuracy": {t: float(a) for t, a in zip(sim.data.task_names, per_task)}}
-
-
-def summarize(sim: Simulation, state: SimState, records: list[dict], initial: dict, final_acc: np.ndarray,
-              wall_s: float) -> dict:
-    cfg, data = sim.config, sim.data
-    final = _accuracy_record(final_acc, sim)
-    trainable = sim.trainable_params(state)
-    uplink_total = float(sum(r["uplink_params"] for r in records))
-    sends = sum(r["senders"] for r in records)
-    summary = {
-        "final_accuracy": final["accuracy"],
-        "per_task_accuracy": final["per_task_accuracy"],
-        "per_task_chance": dict(zip(data.task_names, data.chance)),
-        "initial_accuracy": initial["accuracy"],
-        "initial_per_task_accuracy": initial["per_task_accuracy"],
-        "routing": cfg.routing,
-        "trainable_params": trainable,
-        "trainable_pct": 100.0 * trainable / sim.base_params,
-        "base_params": sim.base_params,
-        # memory: the frozen base is stored once; each simulated device adds its adapter and optimizer state
-        "base_bytes": sum(leaf.nbytes for leaf in jax.tree.leaves(sim.base)),
-        "state_bytes_per_device": sum(leaf.nbytes for leaf in jax.tree.leaves((state.adapter, state.opt_state)))
-        / cfg.num_devices,
-        "uplink_params_total": uplink_total,
-        "uplink_bits_total": float(sum(r["uplink_bits"] for r in records)),
-        # what one sending device puts on the air in a round, as a share of the base model (Paper A Table I)
-        "uplink_pct_per_round": 100.0 * uplink_total / sends / sim.base_params if sends else 0.0,
-        "rounds": cfg.rounds,
-        "seed": cfg.seed,
-        "num_devices": cfg.num_devices,
-        "method": cfg.method.name,
-        "topology": cfg.topology.name,
-        "wall_s": wall_s,
-    }
-    if sim.controller is not None:
-        summary["rank"] = sim.controller.rank
-        summary["initial_ratio"] = sim.controller.initial_ratio
-        summary["time_avg_delay_s"] = float(np.mean([r["delay_s"] for r in records]))
-        summary["delay_target_s"] = cfg.control.delay_target
-    own = data.task_of_device
-    if (own >= 0).all() and len(final_acc) == len(own):
-        summary["own_task_accuracy"] = float(final_acc[np.arange(len(own)), own].mean())
-    for key in ("collision_empirical", "collision_analytic", "num_clusters"):
-        if records and key in records[-1]:
-            summary[key] = records[-1][key]  # the last round's
-    if records and "links" in records[-1]:
-        for key in ("links", "delivered", "outages", "energy_j"):
-            summary[f"{key}_total"] = float(sum(r[key] for r in records))
-        summary["max_delay_s"] = max(r["max_delay_s"] for r in records)
-    if sim.topology.labels is not None:
-        summary["cluster_labels"] = sim.topology.labels.tolist()
-    if sim.method.experts is not None and cfg.num_devices > 1:
-        experts = jax.vmap(sim.method.experts.expert)(state.adapter)
-        overlaps = [projection_overlap(layer["a"]) for layer in experts.values()]
-        summary["projection_overlap"] = float(np.mean(overlaps))  # how near-orthogonal the static A's are
-    return summary
 
 
 def _round_records(metrics: dict, rounds: range, w: np.ndarray, clusters) -> list[dict]:
@@ -147,106 +55,191 @@ def _round_records(metrics: dict, rounds: range, w: np.ndarray, clusters) -> lis
     return records
 
 
+@contextmanager
+def _graceful_stop(say):
+    """The first Ctrl-C (or SIGTERM) asks the loop to stop after the stretch of rounds it is running, so that
+    stretch is saved; a second Ctrl-C stops at once. Yields the flag (a one-element list)."""
+    requested = [False]
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+
+    def handler(signum, frame):
+        if requested[0]:
+            raise KeyboardInterrupt
+        requested[0] = True
+        say("jaxdfl: stopping after the rounds now running, to save them (Ctrl-C again stops at once)")
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield requested
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _evaluate(sim: Simulation, state: SimState, round_: int) -> np.ndarray:
+    """``[M, T]`` accuracies after round ``round_`` (0-based), with dropped devices out of everyone's experts."""
+    w = jnp.asarray(sim.topology.mixing(round_))
+    if state.alive is not None:
+        w = drop_senders(w, state.alive)
+    return np.asarray(sim.evaluate_fn(state, w, stored_after(sim, round_)))
+
+
 def run(config: str | Path | dict | Config | None = None, overrides=(), out: str | Path | None = None,
-        resume: bool = False, progress: bool = True, log=()) -> tuple[dict, SimState]:
+        resume: bool = False, progress: bool = True, writers=(), verbose: bool = False) -> tuple[dict, SimState]:
     """Run one simulation end to end and write its output folder.
 
     Between two evaluations or checkpoints the rounds run as one program; ``metrics.jsonl`` is written after
     each such stretch, and ``wall_s`` of each of its rounds is the stretch's time (its evaluation included)
-    divided by its rounds.
+    divided by its rounds. Ctrl-C or SIGTERM stop after the running stretch and save it (a second Ctrl-C
+    stops at once); either way :class:`~jaxdfl.errors.Interrupted` says which round is saved.
 
     Args:
-      config: a YAML path, a bundled config name (``"quickstart"``), a dict, a :class:`Config`, or None
-        for the quick start.
+      config: a YAML path, a bundled config name (``"quickstart"``), a dict, a :class:`Config`, or None.
       overrides: ``["method.rank=8", ...]`` applied on top of ``config``.
       out: output folder; default ``runs/<config>-<timestamp>``.
-      resume: continue from the newest checkpoint in ``out`` (same config required).
+      resume: continue from the newest checkpoint in ``out`` that restores (same config required).
       progress: show a progress bar over rounds.
-      log: metric writers beside ``metrics.jsonl``: ``"tensorboard"``, ``"wandb"`` (:mod:`jaxdfl.sim.writers`).
+      writers: metric writers beside ``metrics.jsonl``: ``"tensorboard"``, ``"wandb"``.
+      verbose: say what the run is doing (loading, compiling; with ``progress=False`` a line per evaluation).
 
-    Returns:
-      ``(summary, state)``: the dict written to ``summary.json`` and the final :class:`SimState`.
+    Returns ``(summary, state)``: the dict written to ``summary.json`` and the final :class:`SimState`.
+    Raises :class:`~jaxdfl.errors.Diverged` when ``on_nonfinite: stop`` ends the run.
     """
+    say = print if verbose else (lambda *args, **kwargs: None)
     cfg = load_config(config, overrides)
     if resume and out is None:
         raise UserError("resume needs the run's folder: pass out=DIR (CLI: --out DIR)")
-    out = Path(out) if out is not None else default_out_dir(config)
-    metrics_path = out / "metrics.jsonl"
-    if resume:
-        saved = out / "config.yaml"
-        if not saved.exists():
-            raise UserError(f"cannot resume: {saved} does not exist")
-        if yaml.safe_load(saved.read_text()) != cfg.to_dict():
-            raise UserError(f"cannot resume: the config differs from the one saved in {saved}")
-    elif metrics_path.exists():
-        raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-
-    make_writers(log, out, cfg.to_dict(), check_only=True)
-    start = time.time()
-    sim = build_simulation(cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    writers = make_writers(log, out, cfg.to_dict())
-    state = sim.init_fn(jax.random.fold_in(jax.random.key(cfg.seed), 0))
-    initial = _accuracy_record(np.asarray(sim.base_accuracy_fn())[None], sim)  # every method starts at the base
-    clusters = _num_clusters(sim.topology)
-    checkpointer = Checkpointer(out / "checkpoints")
-    done = 0
-    if resume and checkpointer.latest_round() is not None:
-        done, state = checkpointer.restore(state)
-    records = _read_metrics(metrics_path, done)
-    metrics_path.write_text("".join(json.dumps(r) + "\n" for r in records))
-
-    bar = tqdm(total=cfg.rounds, initial=done, desc="rounds", unit="round", disable=not progress, dynamic_ncols=True)
-    postfix: dict = {}
-    acc = None
+    folder = RunFolder(Path(out) if out is not None else default_out_dir(config))
+    make_writers(writers, folder.out, cfg.to_dict(), check_only=True)
+    folder.claim(resume)
+    started = False
     try:
-        with metrics_path.open("a") as jsonl:
-            for first, stop in segments(done, cfg.rounds, cfg.eval_every, cfg.checkpoint_every):
+        if resume and folder.saved_config() != cfg.to_dict():
+            raise UserError(f"cannot resume: the config differs from the one saved in {folder.out / 'config.yaml'}")
+        start = time.time()
+        sim = build_simulation(cfg, status=say)
+        if not resume:
+            folder.start(cfg.to_dict())
+        started = True
+        summary, state = _run_rounds(sim, folder, resume, progress, writers, say, start)
+    except (Diverged, KeyboardInterrupt):
+        folder.release()
+        raise
+    except BaseException as err:
+        if started:
+            folder.write_summary({"status": "failed", "error": f"{type(err).__name__}: {err}"})
+        folder.release(failed=not started)
+        raise
+    folder.release()
+    return summary, state
+
+
+def _run_rounds(sim: Simulation, folder: RunFolder, resume: bool, progress: bool, writer_names, say, start):
+    cfg = sim.config
+    state = sim.init_fn(jax.random.fold_in(jax.random.key(cfg.seed), 0))
+    initial = accuracy_record(np.asarray(sim.base_accuracy_fn())[None], sim)  # every method starts at the base
+    clusters = num_clusters(sim.topology)
+    checkpointer = Checkpointer(folder.out / "checkpoints")
+    done = 0
+    if resume:
+        restored = checkpointer.restore_newest(state)
+        if restored is not None:
+            done, state = restored
+    records = folder.read_metrics(done)
+    folder.rewrite_metrics(records)
+    writers = make_writers(writer_names, folder.out, cfg.to_dict())
+    plan = segments(done, cfg.rounds, cfg.eval_every, cfg.checkpoint_every)
+    if plan:
+        say(f"jaxdfl: compiling the round program ({plan[0][1] - plan[0][0]} rounds per program)…")
+    bar = tqdm(total=cfg.rounds, initial=done, desc="rounds", unit="round", disable=not progress, dynamic_ncols=True)
+    postfix, acc, diverged = {}, None, None
+    try:
+        with _graceful_stop(say) as stop_requested, folder.metrics.open("a") as jsonl:
+            for first, stop in plan:
                 t0 = time.time()
                 inputs = sim.inputs(first, stop)
                 # `state` is donated to the program: until the records below are written, only `new_state`
                 # is alive, and it belongs to rounds the metrics do not hold yet.
                 new_state, metrics = sim.run_rounds(state, inputs)
-                new = _round_records(jax.device_get(metrics), range(first, stop), inputs.w, clusters)
-                if stop % cfg.eval_every == 0 or stop == cfg.rounds:
-                    acc = np.asarray(sim.evaluate_fn(new_state, inputs.w[-1], stored_after(sim, stop - 1)))
-                    new[-1] |= _accuracy_record(acc, sim)
+                metrics = jax.device_get(metrics)
+                new = _round_records(metrics, range(first, stop), inputs.w, clusters)
+                bad = [i for i, r in enumerate(new) if r["nonfinite_devices"]]
+                if bad and cfg.on_nonfinite == "stop":
+                    new, diverged = new[:bad[0] + 1], (first + bad[0] + 1, np.flatnonzero(~metrics["finite"][bad[0]]))
+                elif bad and not any(r.get("nonfinite_devices") for r in records):
+                    warn(f"round {first + bad[0] + 1}: non-finite loss or adapter on "
+                         f"{new[bad[0]]['nonfinite_devices']} device(s); on_nonfinite: {cfg.on_nonfinite} goes on")
+                if diverged is None and (stop % cfg.eval_every == 0 or stop == cfg.rounds):
+                    acc = _evaluate(sim, new_state, stop - 1)
+                    new[-1] |= accuracy_record(acc, sim, None if new_state.alive is None else np.asarray(new_state.alive))
                     postfix["acc"] = f"{new[-1]['accuracy']:.3f}"
                 for record in new:
                     record["wall_s"] = (time.time() - t0) / len(new)
-                    jsonl.write(json.dumps(record) + "\n")
+                    record = strict(record)
+                    jsonl.write(json.dumps(record, allow_nan=False) + "\n")
                     for writer in writers:
                         writer.write(record)
                 jsonl.flush()
                 records += new
+                if diverged is not None:
+                    break
                 state, done = new_state, stop
                 postfix["loss"] = f"{new[-1]['train_loss']:.3f}"
                 bar.set_postfix(postfix, refresh=False)
                 bar.update(len(new))
+                if not progress and "accuracy" in new[-1]:
+                    say(f"round {done}/{cfg.rounds}: loss {new[-1]['train_loss']:.3f}, accuracy "
+                        f"{new[-1]['accuracy']:.3f} ({time.time() - start:.0f} s)")
                 if cfg.checkpoint_every and done % cfg.checkpoint_every == 0:
                     checkpointer.save(done, state)
+                if stop_requested[0]:
+                    raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        saved = _save_if_alive(checkpointer, done, state)
+        raise Interrupted(folder.out, saved, cfg.rounds) from None
     finally:
         bar.close()
-        if not any(leaf.is_deleted() for leaf in jax.tree.leaves(state)):
-            checkpointer.save(done, state)  # a crash or Ctrl-C loses no completed round
+        if diverged is None:
+            _save_if_alive(checkpointer, done, state)  # a crash loses no completed stretch
         checkpointer.close()
         for writer in writers:
             writer.close()
-
-    last = cfg.rounds - 1
-    w_last = sim.topology.mixing(last)
+    if diverged is not None:
+        round_, devices = diverged
+        saved = checkpointer.latest_round()
+        shown = ", ".join(map(str, devices[:8])) + (", …" if len(devices) > 8 else "")
+        kept = f"{folder.out} keeps round {saved}, the last finite checkpoint" if saved else "no round was saved"
+        message = (f"round {round_} diverged: non-finite loss or adapter on {len(devices)} of {cfg.num_devices} "
+                   f"devices ({shown}); {kept} (on_nonfinite: stop; or drop_device, continue)")
+        folder.write_summary({"status": "diverged", "diverged_round": round_, "diverged_devices": devices.tolist(),
+                              "saved_round": saved or 0, "error": message})
+        raise Diverged(message)
     if acc is None:  # resumed at the very end: evaluate the restored state
-        acc = np.asarray(sim.evaluate_fn(state, w_last, stored_after(sim, last)))
-    generated = {}
-    if sim.data.test_examples is not None:  # text: exact match of generated answers, adapted and base
-        from jaxdfl.sim.text_eval import exact_match_by_task
-
-        generated = {"exact_match": exact_match_by_task(sim, state, w_last, stored_after(sim, last)),
-                     "initial_exact_match": exact_match_by_task(sim, None, None)}
-    summary = summarize(sim, state, records, initial, acc, time.time() - start) | generated
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        acc = _evaluate(sim, state, cfg.rounds - 1)
+    summary = summarize(sim, state, records, initial, acc, time.time() - start) | _exact_match(sim, state)
+    folder.write_summary(strict(summary))
     from jaxdfl.plotting import plot_run
 
-    plot_run(out)
+    plot_run(folder.out)
     return summary, state
+
+
+def _save_if_alive(checkpointer: Checkpointer, done: int, state: SimState) -> int | None:
+    """Checkpoint ``state`` after ``done`` rounds unless the program it was donated to is still running;
+    the round now saved."""
+    if not any(leaf.is_deleted() for leaf in jax.tree.leaves(state)):
+        checkpointer.save(done, state)
+    return checkpointer.latest_round()
+
+
+def _exact_match(sim: Simulation, state: SimState) -> dict:
+    """Text runs: exact match of generated answers, adapted and base."""
+    if sim.data.test_examples is None:
+        return {}
+    from jaxdfl.sim.text_eval import exact_match_by_task
+
+    last = sim.config.rounds - 1
+    return {"exact_match": exact_match_by_task(sim, state, sim.topology.mixing(last), stored_after(sim, last)),
+            "initial_exact_match": exact_match_by_task(sim, None, None)}

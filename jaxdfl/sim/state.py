@@ -17,11 +17,14 @@ class SimState(NamedTuple):
       opt_state: every device's optax state, leaves ``[devices, ...]``.
       controller: the per-round controller's state, shared by all devices (TSFA/OSFA: the virtual delay
         queue, a scalar); ``()`` without a controller.
+      alive: ``[devices]`` bool; False for a device dropped after its loss or adapter went non-finite
+        (``on_nonfinite: drop_device``); None for runs that never drop devices.
     """
 
     adapter: AdapterState
     opt_state: Any
     controller: Any = ()
+    alive: jax.Array | None = None
 
 
 class RoundInputs(NamedTuple):

@@ -1,0 +1,102 @@
+"""What a run reports: per-task accuracy records and the final summary."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import numpy as np
+from scipy.sparse.csgraph import connected_components
+
+from jaxdfl.metrics import projection_overlap
+from jaxdfl.sim.build import Simulation
+from jaxdfl.sim.state import SimState
+
+
+def num_clusters(topology) -> Callable[[np.ndarray], int] | None:
+    """``w -> number of clusters`` for device-to-device topologies (AGNES clusters, or the connected components
+    of the planned graph); None under a server."""
+    if topology.name == "server":
+        return None
+    if topology.labels is not None:
+        count = len(np.unique(topology.labels))
+        return lambda w: count
+    return lambda w: int(connected_components(np.asarray(w) != 0, directed=False)[0])
+
+
+def task_accuracy(acc: np.ndarray, task_of_device: np.ndarray, routing: str) -> np.ndarray:
+    """``acc`` ``[devices, tasks]`` → ``[tasks]``: the mean over devices, or under ``routing="oracle"``
+    (hard-routing MoE) over the devices that trained on that task only."""
+    if routing == "all" or len(acc) != len(task_of_device):
+        return acc.mean(0)
+    return np.array([acc[task_of_device == t, t].mean() for t in range(acc.shape[1])])
+
+
+def accuracy_record(acc: np.ndarray, sim: Simulation, alive: np.ndarray | None = None) -> dict:
+    """Mean accuracy and per-task accuracy (see :func:`task_accuracy`) over the devices still ``alive``."""
+    keep = slice(None) if alive is None or len(alive) != len(acc) else np.asarray(alive)
+    task_of_device = sim.data.task_of_device if alive is None else sim.data.task_of_device[keep]
+    per_task = task_accuracy(acc[keep], task_of_device, sim.config.routing)
+    return {"accuracy": float(per_task.mean()),
+            "per_task_accuracy": {t: float(a) for t, a in zip(sim.data.task_names, per_task)}}
+
+
+def summarize(sim: Simulation, state: SimState, records: list[dict], initial: dict, final_acc: np.ndarray,
+              wall_s: float) -> dict:
+    """What ``summary.json`` holds (the README lists every field)."""
+    cfg, data = sim.config, sim.data
+    alive = None if state.alive is None else np.asarray(state.alive)
+    final = accuracy_record(final_acc, sim, alive)
+    trainable = sim.trainable_params(state)
+    uplink_total = float(sum(r["uplink_params"] for r in records))
+    sends = sum(r["senders"] for r in records)
+    summary = {
+        "final_accuracy": final["accuracy"],
+        "per_task_accuracy": final["per_task_accuracy"],
+        "per_task_chance": dict(zip(data.task_names, data.chance)),
+        "initial_accuracy": initial["accuracy"],
+        "initial_per_task_accuracy": initial["per_task_accuracy"],
+        "routing": cfg.routing,
+        "trainable_params": trainable,
+        "trainable_pct": 100.0 * trainable / sim.base_params,
+        "base_params": sim.base_params,
+        # memory: the frozen base is stored once; each simulated device adds its adapter and optimizer state
+        "base_bytes": sum(leaf.nbytes for leaf in jax.tree.leaves(sim.base)),
+        "state_bytes_per_device": sum(leaf.nbytes for leaf in jax.tree.leaves((state.adapter, state.opt_state)))
+        / cfg.num_devices,
+        "uplink_params_total": uplink_total,
+        "uplink_bits_total": float(sum(r["uplink_bits"] for r in records)),
+        # what one sending device puts on the air in a round, as a share of the base model (Paper A Table I)
+        "uplink_pct_per_round": 100.0 * uplink_total / sends / sim.base_params if sends else 0.0,
+        "rounds": cfg.rounds,
+        "seed": cfg.seed,
+        "num_devices": cfg.num_devices,
+        "method": cfg.method.name,
+        "topology": cfg.topology.name,
+        "wall_s": wall_s,
+        "status": "finished",
+    }
+    if alive is not None:
+        summary["dropped_devices"] = np.flatnonzero(~alive).tolist()
+    if sim.controller is not None:
+        summary["rank"] = sim.controller.rank
+        summary["initial_ratio"] = sim.controller.initial_ratio
+        summary["time_avg_delay_s"] = float(np.mean([r["delay_s"] for r in records]))
+        summary["delay_target_s"] = cfg.control.delay_target
+    own = data.task_of_device
+    if (own >= 0).all() and len(final_acc) == len(own):
+        summary["own_task_accuracy"] = float(final_acc[np.arange(len(own)), own].mean())
+    for key in ("collision_empirical", "collision_analytic", "num_clusters"):
+        if records and key in records[-1]:
+            summary[key] = records[-1][key]  # the last round's
+    if records and "links" in records[-1]:
+        for key in ("links", "delivered", "outages", "energy_j"):
+            summary[f"{key}_total"] = float(sum(r[key] for r in records))
+        summary["max_delay_s"] = max(r["max_delay_s"] for r in records)
+    if sim.topology.labels is not None:
+        summary["cluster_labels"] = sim.topology.labels.tolist()
+    if sim.method.experts is not None and cfg.num_devices > 1:
+        experts = jax.vmap(sim.method.experts.expert)(state.adapter)
+        overlaps = [projection_overlap(layer["a"]) for layer in experts.values()]
+        summary["projection_overlap"] = float(np.mean(overlaps))  # how near-orthogonal the static A's are
+    return summary
