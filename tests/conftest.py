@@ -9,6 +9,20 @@ SMALL = {
 }
 
 
+# Lighter still, for tests of what a run does around its rounds (files, errors, signals): 4 devices, 2 rounds.
+LIGHT = SMALL | {"num_devices": 4, "rounds": 2, "local_steps": 1, "batch_size": 8, "eval_every": 2,
+                 "checkpoint_every": 1, "model": {"adapt": ["q", "v"]}}
+
+
+def light_yaml(tmp_path):
+    """LIGHT as a config file, for command lines."""
+    import yaml
+
+    path = tmp_path / "light.yaml"
+    path.write_text(yaml.safe_dump(LIGHT))
+    return str(path)
+
+
 @pytest.fixture
 def small_config():
     import copy

@@ -8,6 +8,7 @@ import pytest
 
 from conftest import SMALL, interrupt_before_round, patch_build
 from jaxdfl.cli import main
+from jaxdfl.errors import Interrupted
 from jaxdfl.sim.run import run
 
 
@@ -39,7 +40,7 @@ def test_run_writes_every_output(tmp_path):
     assert summary["final_accuracy"] == records[-1]["accuracy"]
 
 
-def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(tmp_path, monkeypatch):
+def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(tmp_path, monkeypatch, capsys):
     cfg = SMALL | {"eval_every": 1}  # one round per program, checkpoints every 2
     straight = tmp_path / "straight"
     run(cfg, out=straight, progress=False)
@@ -47,15 +48,22 @@ def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(tmp_path, monk
     broken = tmp_path / "broken"
     with monkeypatch.context() as patch:
         patch_build(patch, interrupt_before_round(3))  # Ctrl-C after three completed rounds
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(Interrupted) as stop:
             run(cfg, out=broken, progress=False)
+    assert stop.value.saved_round == 3
     assert sorted(p.name for p in (broken / "checkpoints").iterdir()) == ["2", "3"]  # periodic + on interrupt
 
-    # a hard kill would not have written the interrupt checkpoint: drop it, so the resume starts at round 2
-    # and must discard the metrics line of round 3 before redoing it
-    shutil.rmtree(broken / "checkpoints" / "3")
-    assert len((broken / "metrics.jsonl").read_text().splitlines()) == 3
+    # a hard kill while the newest checkpoint and metrics line were written: the resume falls back to round 2
+    # with a warning, drops the cut line and the line of round 3, and redoes round 3
+    for f in (broken / "checkpoints" / "3").rglob("*"):
+        if f.is_file():
+            f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 3])
+    lines = (broken / "metrics.jsonl").read_text().splitlines(keepends=True)
+    assert len(lines) == 3
+    (broken / "metrics.jsonl").write_text("".join(lines[:-1]) + lines[-1][:25])
     run(cfg, out=broken, resume=True, progress=False)
+    err = capsys.readouterr().err
+    assert "checkpoint of round 3 does not restore" in err and "the last line was cut short" in err
     assert _read(broken) == _read(straight)
 
 

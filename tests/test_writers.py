@@ -7,12 +7,12 @@ import types
 
 import pytest
 
-from conftest import SMALL
+from conftest import LIGHT
 from jaxdfl.errors import UserError
 from jaxdfl.sim.run import run
 from jaxdfl.sim.writers import make_writers, scalars
 
-QUICK = SMALL | {"rounds": 2, "eval_every": 2, "local_steps": 1, "checkpoint_every": 0}
+QUICK = LIGHT | {"checkpoint_every": 0}
 
 
 def _events(path):
@@ -32,7 +32,7 @@ def _events(path):
 
 def test_tensorboard_receives_every_logged_number(tmp_path):
     pytest.importorskip("tensorboardX", reason="the tensorboard writer is an extra (installed with the test extra)")
-    run(QUICK, out=tmp_path / "tb", progress=False, log=["tensorboard"])
+    run(QUICK, out=tmp_path / "tb", progress=False, writers=["tensorboard"])
     events = {}
     for path in (tmp_path / "tb" / "tensorboard").glob("events.out.tfevents.*"):
         events |= _events(path)
@@ -71,5 +71,5 @@ def test_unknown_or_missing_writer_is_a_user_error(tmp_path, monkeypatch):
         make_writers(["mlflow"], tmp_path, {})
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
     with pytest.raises(UserError, match=r'pip install "jaxdfl\[wandb\]"'):
-        run(QUICK, out=tmp_path / "w", progress=False, log=["wandb"])
+        run(QUICK, out=tmp_path / "w", progress=False, writers=["wandb"])
     assert not (tmp_path / "w").exists()  # checked before anything is built or written

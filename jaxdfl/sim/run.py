@@ -113,8 +113,8 @@ def run(config: str | Path | dict | Config | None = None, overrides=(), out: str
         raise UserError("resume needs the run's folder: pass out=DIR (CLI: --out DIR)")
     folder = RunFolder(Path(out) if out is not None else default_out_dir(config))
     make_writers(writers, folder.out, cfg.to_dict(), check_only=True)
-    folder.claim(resume)
-    started = False
+    fresh = folder.claim(resume)
+    resume, started = not fresh, False
     try:
         if resume and folder.saved_config() != cfg.to_dict():
             raise UserError(f"cannot resume: the config differs from the one saved in {folder.out / 'config.yaml'}")

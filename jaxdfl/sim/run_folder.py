@@ -53,9 +53,10 @@ class RunFolder:
         self._lock = None
         self._created = False
 
-    def claim(self, resume: bool) -> None:
+    def claim(self, resume: bool) -> bool:
         """Create the folder if needed and lock it; refuse a folder another process holds, and (unless
-        ``resume``) one that already holds a run."""
+        ``resume``) one that already holds a run. Returns whether the run starts afresh: True unless resuming
+        a run that got as far as writing its config (one killed while it was building starts again)."""
         self._created = not self.out.exists()
         try:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -76,12 +77,16 @@ class RunFolder:
         self._lock.write(str(os.getpid()))
         self._lock.flush()
         if resume:
-            if not (self.out / "config.yaml").exists():
-                self.release(failed=True)
-                raise UserError(f"cannot resume: {self.out / 'config.yaml'} does not exist")
-        elif self.metrics.exists():
+            if (self.out / "config.yaml").exists():
+                return False
+            if {p.name for p in self.out.iterdir()} <= {".lock"}:
+                return True  # killed before its config was written: nothing to continue, start it again
+            self.release(failed=True)
+            raise UserError(f"cannot resume: {self.out / 'config.yaml'} does not exist")
+        if self.metrics.exists():
             self.release()
             raise UserError(f"{self.out} already holds a run; pass --resume to continue it or choose another --out")
+        return True
 
     def saved_config(self) -> dict:
         return yaml.safe_load((self.out / "config.yaml").read_text())
