@@ -101,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from jaxdfl.sim.run import default_out_dir, run
 
+            if args.resume and not args.out:
+                raise UserError("--resume continues the run in a folder: name it with --out DIR")
             out = args.out or str(default_out_dir(args.config))
             try:
                 summary, _ = run(args.config, args.overrides, out=out, resume=args.resume,

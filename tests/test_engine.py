@@ -153,3 +153,12 @@ def test_training_through_experts_runs_the_inference_mixture(through):
     own = [toy.OBJECTIVE.loss(data.base, data.x[i, :1], data.y[i, :1], adapter_hook(method, one(state.adapter, i)))
            for i in range(m)]
     assert np.abs(np.asarray(own) - np.asarray(expected)).max() > 1e-4 or not through  # the mixture differs
+
+
+def test_a_run_is_cut_into_programs_at_evaluations_and_checkpoints():
+    from jaxdfl.sim.schedule import segments
+
+    assert segments(0, 20, 10, 10) == [(0, 10), (10, 20)]
+    assert segments(0, 7, 5, 3) == [(0, 3), (3, 5), (5, 6), (6, 7)]
+    assert segments(4, 7, 5, 0) == [(4, 5), (5, 7)]  # resumed mid-run
+    assert segments(7, 7, 5, 3) == []  # resumed after the last round was saved: nothing left to run

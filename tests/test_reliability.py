@@ -173,3 +173,15 @@ def test_the_run_says_what_it_does_before_the_first_round(tmp_path, capsys):
     assert out[0].startswith("jaxdfl: loading the model") and out[1].startswith("jaxdfl: building the data")
     assert out[2].startswith("jaxdfl: compiling the round program")
     assert out[3].startswith("round 1/2: loss") and out[4].startswith("round 2/2: loss")
+
+
+def test_resume_needs_the_folder_and_list_shows_whole_sentences(capsys):
+    assert main(["run", "--resume"]) == 2
+    assert capsys.readouterr().err.strip() == "jaxdfl: error: --resume continues the run in a folder: name it with --out DIR"
+    assert main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    names = [line for line in lines if not line.startswith(" ")]
+    assert "quickstart" in names and "paper_a/proposed" in names
+    descriptions = " ".join(line.strip() for line in lines if line.startswith(" ")).split(". ")
+    assert lines[lines.index("quickstart") + 1].strip().startswith("The quick start: 8 simulated phones")
+    assert all(line.strip() for line in lines) and descriptions[-1].endswith(".")

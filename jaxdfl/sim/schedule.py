@@ -37,6 +37,8 @@ def _as_arrays(control: RoundControl) -> RoundControl:
 def segments(done: int, rounds: int, eval_every: int, checkpoint_every: int) -> list[tuple[int, int]]:
     """Cut rounds ``done..rounds-1`` into the stretches one program runs: each ends where the run evaluates
     (every ``eval_every`` rounds), checkpoints (every ``checkpoint_every``; 0: never) or stops."""
+    if done >= rounds:
+        return []
     ends = {rounds} | {r for r in range(done + 1, rounds) if r % eval_every == 0
                        or (checkpoint_every and r % checkpoint_every == 0)}
     bounds = [done, *sorted(ends)]
