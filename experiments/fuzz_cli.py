@@ -33,7 +33,6 @@ VALUES = ["-1", "0", "1", "2", "3", "-0.5", "0.5", "1.5", "1e9", "-1e9", "1e-30"
 
 def config_keys() -> list[str]:
     """Every dotted key of the config, the keys of every method's section included."""
-    from jaxdfl.adapters import METHODS
     from jaxdfl.config import Config
 
     def walk(cls, prefix):
@@ -41,7 +40,8 @@ def config_keys() -> list[str]:
         for f in dataclasses.fields(cls):
             options = getattr(cls, "VARIANTS", {}).get(f.name)
             tp = typing.get_type_hints(cls)[f.name]
-            sections = list(dict.fromkeys(options.values())) if options else [tp] if dataclasses.is_dataclass(tp) else []
+            sections = list(dict.fromkeys(options.values())) if options else (
+                [tp] if dataclasses.is_dataclass(tp) else [])
             if sections:
                 keys += sorted({k for s in sections for k in walk(s, f"{prefix}{f.name}.")})
             else:

@@ -163,7 +163,8 @@ def _list_bundled() -> None:
     width = shutil.get_terminal_size((100, 20)).columns
     for name in list_bundled():
         lines = (bundled_configs_dir() / f"{name}.yaml").read_text().splitlines()[1:]
-        comment = " ".join(line.lstrip("# ").strip() for line in itertools.takewhile(lambda s: s.startswith("#"), lines))
+        opening = itertools.takewhile(lambda line: line.startswith("#"), lines)
+        comment = " ".join(line.lstrip("# ").strip() for line in opening)
         sentence = comment.split(". ")[0].rstrip(".") + "." if comment else ""
         print(name)
         print(textwrap.fill(sentence, width=max(width, 40), initial_indent="    ", subsequent_indent="    "))

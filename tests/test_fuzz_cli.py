@@ -23,8 +23,8 @@ def test_any_command_line_ends_in_exit_0_or_one_clear_line(seed, tmp_path):
     assert outcome["clean"], outcome
 
 
-VALUES = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), st.floats(allow_nan=True, allow_infinity=True),
-                   st.text(max_size=12), st.lists(st.one_of(st.integers(), st.text(max_size=4)), max_size=3),
+VALUES = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12),
+                   st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12), st.lists(st.one_of(st.integers(), st.text(max_size=4)), max_size=3),
                    st.dictionaries(st.text(max_size=4), st.integers(), max_size=2))
 
 

@@ -177,7 +177,8 @@ def test_the_run_says_what_it_does_before_the_first_round(tmp_path, capsys):
 
 def test_resume_needs_the_folder_and_list_shows_whole_sentences(capsys):
     assert main(["run", "--resume"]) == 2
-    assert capsys.readouterr().err.strip() == "jaxdfl: error: --resume continues the run in a folder: name it with --out DIR"
+    assert capsys.readouterr().err.strip() == \
+        "jaxdfl: error: --resume continues the run in a folder: name it with --out DIR"
     assert main(["list"]) == 0
     lines = capsys.readouterr().out.splitlines()
     names = [line for line in lines if not line.startswith(" ")]

@@ -15,7 +15,7 @@ import numpy as np
 from jaxdfl import data as data_lib
 from jaxdfl.config import Config
 from jaxdfl.control.server import ServerController, build_controller, initial_queue
-from jaxdfl.core import Method, layer_density, num_params, trained_params
+from jaxdfl.core import Method, RoundControl, layer_density, num_params, trained_params
 from jaxdfl.errors import ConfigError, warn
 from jaxdfl.models import Model, adapted_layers, bundled_weights_path, from_pretrained, load_weights, tiny_vit
 from jaxdfl.models.model import tiny_vit_model
@@ -61,6 +61,19 @@ class Simulation(NamedTuple):
         """The inputs of rounds ``start..stop-1``, stacked ``[R, ...]``, as the topology and network plan them."""
         key = jax.random.fold_in(jax.random.key(self.config.seed), 1)
         return round_inputs(self.topology, self.positions, key, start, stop)
+
+    def round_fn(self, state: SimState, w, key, active=None, control: RoundControl | dict | None = None,
+                 positions=None):
+        """One round from explicit pieces (jaxdfl 0.1's interface, kept): ``w`` ``[M, M]``, a key, optional
+        ``active`` ``[K]``, :class:`~jaxdfl.core.RoundControl` (or a dict of its fields) and positions. It is
+        :attr:`run_rounds` on a program of one round; metrics come back unstacked."""
+        control = RoundControl(**control) if isinstance(control, dict) else control or RoundControl()
+        one = lambda x: None if x is None else jnp.asarray(x)[None]  # noqa: E731
+        inputs = RoundInputs(one(key), jnp.zeros(1, jnp.int32), one(w), one(active),
+                             RoundControl(one(control.ratio), one(control.exchange), one(control.stored)),
+                             one(positions))
+        state, metrics = self.run_rounds(state, inputs)
+        return state, jax.tree.map(lambda m: m[0], metrics)
 
     def trainable_params(self, state: SimState) -> float:
         """Trained parameters per device (the mean over devices; masked entries only, once masks are fixed)."""

@@ -173,7 +173,8 @@ def _run_rounds(sim: Simulation, folder: RunFolder, resume: bool, progress: bool
                          f"{new[bad[0]]['nonfinite_devices']} device(s); on_nonfinite: {cfg.on_nonfinite} goes on")
                 if diverged is None and (stop % cfg.eval_every == 0 or stop == cfg.rounds):
                     acc = _evaluate(sim, new_state, stop - 1)
-                    new[-1] |= accuracy_record(acc, sim, None if new_state.alive is None else np.asarray(new_state.alive))
+                    alive = None if new_state.alive is None else np.asarray(new_state.alive)
+                    new[-1] |= accuracy_record(acc, sim, alive)
                     postfix["acc"] = f"{new[-1]['accuracy']:.3f}"
                 for record in new:
                     record["wall_s"] = (time.time() - t0) / len(new)
