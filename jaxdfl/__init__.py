@@ -12,6 +12,7 @@ from jaxdfl.sim.build import Simulation, build_simulation
 from jaxdfl.sim.evaluate import make_evaluate
 from jaxdfl.sim.round import make_round_step, run_rounds
 from jaxdfl.sim.run import run
+from jaxdfl import diff  # noqa: E402  (after the engine it differentiates)
 from jaxdfl.sim.state import RoundInputs, SimState
 from jaxdfl.topology import Topology, build_topology, mix
 

@@ -200,3 +200,28 @@ def broadcast_cost(send: jax.Array, bits: jax.Array, gain: jax.Array, budget: Li
     power = budget.power_max / links
     delay = jnp.where(send, link_delay(bits[:, None], power, gain, budget.bandwidth, links, budget.noise), 0.0)
     return jnp.max(delay, initial=0.0), jnp.sum(power * delay)
+
+
+def delivery_probability(bits, bandwidth_per_link, delay_bound, power_per_link, dist, noise, path_loss_exp):
+    """P(a link delivers ``bits`` within Γ) under Rayleigh fading at a fixed transmit power, elementwise.
+
+    The link meets Γ iff its rate (W_link)·log2(1 + p·ρ·d^(−α)/σ²) ≥ bits/Γ, i.e. iff
+    ρ ≥ (2^(bits/(W_link·Γ)) − 1)·σ²·d^α / p; with ρ ~ Exp(1) that has probability
+    exp(−(2^(bits/(W_link·Γ)) − 1)·σ²·d^α / p). Smooth in the power, the bandwidth and the distance. The
+    exponent is capped at 2^115 (a probability of 0 either way) so that gradients stay finite where a link
+    has no chance.
+    """
+    rate_need = jnp.minimum(bits / (bandwidth_per_link * delay_bound), 115.0)  # bits per Hz per Γ
+    need = jnp.expm1(rate_need * jnp.log(2.0)) * noise * dist ** path_loss_exp
+    return jnp.exp(-need / power_per_link)
+
+
+def expected_deliver(w: jax.Array, probability: jax.Array) -> jax.Array:
+    """The expected delivered mixing matrix: each planned off-diagonal weight W_ij times the probability that
+    sender j's message reaches i (``probability`` ``[sender, receiver]``), rows renormalised to their planned
+    sums as :func:`deliver` does. (The ratio of expectations, not the expectation of the ratio: a relaxation
+    whose bias vanishes as delivery becomes certain or impossible.)"""
+    off = 1.0 - jnp.eye(w.shape[0], dtype=w.dtype)
+    kept = w * (off * probability.T + (1.0 - off))
+    kept_sum = jnp.sum(kept, axis=1, keepdims=True)
+    return kept * jnp.sum(w, axis=1, keepdims=True) / jnp.where(kept_sum != 0, kept_sum, 1.0)

@@ -24,7 +24,8 @@ from jaxdfl.sim.evaluate import TestSets, make_evaluate, task_accuracies
 from jaxdfl.sim.mesh import make_mesh, replicated, sharded
 from jaxdfl.sim.objective import Objective, choice_likelihood, classification
 from jaxdfl.sim.optimizer import make_optimizer
-from jaxdfl.sim.round import Channel, DeviceData, make_round_step, run_rounds
+from jaxdfl.network.channels import Channel
+from jaxdfl.sim.round import DeviceData, make_round_step, run_rounds
 from jaxdfl.sim.schedule import round_inputs
 from jaxdfl.sim.state import RoundInputs, SimState
 from jaxdfl.topology import Topology, agnes_clusters, build_topology
@@ -52,6 +53,7 @@ class Simulation(NamedTuple):
     controller: ServerController | None  # TSFA/OSFA, if configured; its rank is the one in use
     positions: Callable[[int], np.ndarray | None]  # device positions per round (d2d network), else None
     init_fn: Callable[[jax.Array], SimState]
+    make_round: Callable[..., Callable]  # make_round_step with this config's settings; override any (channel=...)
     round_step: Callable
     run_rounds: Callable
     evaluate_fn: Callable
@@ -206,11 +208,12 @@ def build_simulation(cfg: Config, status: Callable[[str], None] = lambda message
     server = cfg.topology.name == "server"
     params = jax.eval_shape(init_fn, jax.random.key(0)).adapter.params
     factors = all(isinstance(p, dict) and {"a", "b"} <= set(p) for p in params.values())  # B(12) needs B and A
-    round_step = make_round_step(objective, method, optimizer, local_steps=cfg.local_steps,
-                                 batch_size=cfg.batch_size, reset_state=cfg.optimizer.reset_state,
-                                 covariance=server and factors, collision=not server,
-                                 channel=channel, controller=controller, device_chunk=cfg.device_chunk,
-                                 drop_nonfinite=cfg.on_nonfinite == "drop_device")
+    make_round = functools.partial(make_round_step, objective, method, optimizer, local_steps=cfg.local_steps,
+                                   batch_size=cfg.batch_size, reset_state=cfg.optimizer.reset_state,
+                                   covariance=server and factors, collision=not server, channel=channel,
+                                   controller=controller, device_chunk=cfg.device_chunk,
+                                   drop_nonfinite=cfg.on_nonfinite == "drop_device")
+    round_step = make_round()
     scanned = jax.jit(functools.partial(run_rounds, round_step), out_shardings=(state_sharding, everywhere),
                       donate_argnums=0)
     evaluate = make_evaluate(objective, method, cfg.device_chunk)
@@ -222,7 +225,7 @@ def build_simulation(cfg: Config, status: Callable[[str], None] = lambda message
     # delta), at 1/M of the cost of evaluate_fn
     base_accuracy_fn = jax.jit(functools.partial(task_accuracies, objective, hook=None), out_shardings=everywhere)
     return Simulation(cfg, model, objective, method, data, topology, mesh, device, test, controller, positions,
-                      init_fn, round_step,
+                      init_fn, make_round, round_step,
                       lambda state, inputs: scanned(state, device, inputs),
                       functools.partial(evaluate_fn, device=device, test=test),
                       functools.partial(base_accuracy_fn, device.base, test=test))

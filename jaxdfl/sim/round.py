@@ -17,18 +17,11 @@ import jax.numpy as jnp
 from jaxdfl.control.server import ServerController
 from jaxdfl.core import Method, expert_views
 from jaxdfl.metrics import lora_covariance, neighbourhood_collision, neighbourhood_collision_rate
-from jaxdfl.network.d2d import LinkBudget, broadcast_cost, channel_gains, deliver, distances
+from jaxdfl.network.channels import Channel
 from jaxdfl.sim.local import make_local_train, over_devices
 from jaxdfl.sim.objective import Objective
 from jaxdfl.sim.state import RoundInputs, SimState
 from jaxdfl.topology import mix
-
-
-class Channel(NamedTuple):
-    """The device-to-device air interface of a round program (Paper A §III)."""
-
-    budget: LinkBudget
-    min_distance: float
 
 
 class DeviceData(NamedTuple):
@@ -65,8 +58,8 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
     optimizer state and method memory carry over untouched and the compute is K/M of a full round; inactive
     devices send an all-zero message with zero weight. Every device then ``merge``s what it receives. With a
     ``controller`` (TSFA/OSFA) the program first decides the round's ratio from ``state.controller`` (the
-    delay queue). With a ``channel``, the round's Rayleigh fading, minimum powers and outages
-    (:func:`jaxdfl.network.d2d.deliver`) turn the planned W into the delivered one before mixing. On an
+    delay queue). With a ``channel`` (:mod:`jaxdfl.network.channels`), its ``apply`` turns the planned W into
+    the delivered one before mixing (a run: this round's fading, minimum powers and outages). On an
     exchange round every device also hands its expert to every device it gives zero weight (other clusters).
 
     With ``drop_nonfinite``, a device whose loss or adapter turns non-finite in local training is dropped for
@@ -142,14 +135,9 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
         crossing = (w == 0) & jnp.asarray(control.exchange)  # [receiver, sender]
         if drop_nonfinite:
             crossing &= alive[None, :]
-        if channel is not None:
-            gain = channel_gains(k_fade, distances(inputs.positions, channel.min_distance),
-                                 channel.budget.path_loss_exp)
-            bits = message.bits - message.setup_bits  # the one-off setup is not bound by the round's Γ
-            w, report = deliver(w, bits, gain, channel.budget)
-            x_delay, x_energy = broadcast_cost(crossing.T, bits, gain, channel.budget)
-            metrics |= report._replace(energy_j=report.energy_j + x_energy)._asdict()
-            metrics["exchange_delay_s"] = x_delay
+        if channel is not None:  # the one-off setup part of a message is not bound by the round's Γ
+            w, report = channel.apply(k_fade, w, message.bits - message.setup_bits, crossing, inputs.positions)
+            metrics |= report
         adapter = jax.vmap(method.merge, in_axes=(0, 0, None))(adapter, mix(w, message), control)
         transmits = jnp.any((w * (1.0 - jnp.eye(m))) != 0, axis=0) | jnp.any(crossing, axis=0)
         charged = lambda total, setup: jnp.sum(jnp.where(transmits, total - setup, 0) + setup)  # noqa: E731
