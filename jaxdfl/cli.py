@@ -51,6 +51,23 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"jaxdfl: error: {message} (see: {self.prog} --help)\n")
 
 
+def _print_study(summary: dict, out) -> None:
+    design, start = summary["design"], summary["design_initial"]
+    print(f"\nlearned {', '.join(summary['learn'])} in {summary['steps']} steps of {summary['rounds_per_rollout']}-round "
+          f"rollouts, {summary['learn_s']:.0f} s")
+    print(f"objective {summary['objective_first']:.4f} -> {summary['objective_last']:.4f}; validation accuracy "
+          f"{summary['validation_accuracy_first']:.3f} -> {summary['validation_accuracy_last']:.3f}")
+    if design["same_task_weight"] is not None:
+        print(f"weight on same-task devices {start['same_task_weight']:.2f} -> {design['same_task_weight']:.2f}; "
+              f"links {start['links']} -> {design['links']}")
+    for name in ("learned", "config"):
+        retrained = summary[f"retrained_{name}"]
+        accuracy = retrained.get("own_task_accuracy", retrained["final_accuracy"])
+        print(f"retrained, {name + ' design':<15} test accuracy {accuracy['mean']:.3f} ± {accuracy['std']:.3f} "
+              f"({len(accuracy['values'])} seeds)")
+    print(f"wrote {out}/: config.yaml learn.jsonl design.npz summary.json learn.png design.png retrain/")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="jaxdfl", description="Simulate wireless federated and decentralized LoRA fine-tuning "
                      "as vmapped JAX programs.")
@@ -66,6 +83,13 @@ def _parser() -> argparse.ArgumentParser:
                      help="also write metrics to TensorBoard or Weights & Biases (extras; repeatable)")
     run.add_argument("--check", action="store_true",
                      help="check the config and build the simulation (model, data, method, topology), then stop")
+    study = sub.add_parser("learn", help="learn a design (mixing, power, bandwidth, positions) by gradient "
+                           "descent through whole simulations, then retrain with it frozen")
+    study.add_argument("config", nargs="?", default=None, help="a YAML file or a bundled config name")
+    study.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key, e.g. --set study.steps=20 (repeatable)")
+    study.add_argument("--out", required=True, help="the study's folder")
+    study.add_argument("--no-progress", action="store_true", help="no progress bars")
     sub.add_parser("list", help="list the bundled configs")
     plot = sub.add_parser("plot", help="(re)draw curves.png of a run folder")
     plot.add_argument("dir")
@@ -92,6 +116,11 @@ def main(argv: list[str] | None = None) -> int:
             from jaxdfl.plotting import plot_run
 
             print(plot_run(args.dir))
+        elif args.command == "learn":
+            from jaxdfl.diff.learn import learn
+
+            summary = learn(args.config, args.overrides, out=args.out, progress=not args.no_progress, verbose=True)
+            _print_study(summary, args.out)
         elif args.command == "pull":
             from jaxdfl.models.registry import pull
 

@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Literal
 from jaxdfl.adapters import METHODS, LoraConfig, MethodConfig
 from jaxdfl.bundled import bundled_configs_dir, list_bundled, resolve_path
 from jaxdfl.control.config import ControlConfig
+from jaxdfl.diff.config import StudyConfig
 from jaxdfl.errors import ConfigError
 from jaxdfl.schema import build, check_path, load_yaml, plain, require
 
@@ -102,7 +103,9 @@ class TopologyConfig:
 
     # by_task: devices that share a task average together (blocks of W), weighted by data size
     # clusters: Paper A's AGNES clusters under topology.s_max and the network's power/delay budget
-    name: Literal["server", "ring", "full", "kregular", "erdos_renyi", "isolated", "by_task", "clusters"] = "ring"
+    # matrix: the mixing matrix "w" of an .npz file (topology.matrix), every round (a learned design, say)
+    name: Literal["server", "ring", "full", "kregular", "erdos_renyi", "isolated", "by_task", "clusters",
+                  "matrix"] = "ring"
     clients_per_round: int = 0  # "server": K of N sampled per round; 0 = all
     degree: int = 2  # "kregular": neighbours per device
     edge_prob: float = 0.3  # "erdos_renyi": probability of each edge
@@ -112,6 +115,7 @@ class TopologyConfig:
     server_weights: Literal["normalized", "unbiased"] = "normalized"
     s_max: float = 0.05  # "clusters": collision cap S_max of every cluster, per layer (A(19))
     exchange_every: int = 5  # "clusters": inter-cluster expert exchange every n rounds; 0 = never
+    matrix: str = ""  # "matrix": an .npz file holding "w" [devices, devices] (jaxdfl learn writes design.npz)
 
     def __post_init__(self):
         require(self.clients_per_round >= 0, "clients_per_round", f"must be >= 0, got {self.clients_per_round}")
@@ -120,6 +124,8 @@ class TopologyConfig:
         require(self.resample_every >= 0, "resample_every", f"must be >= 0, got {self.resample_every}")
         require(0 <= self.s_max <= 1, "s_max", f"must be in [0, 1], got {self.s_max}")
         require(self.exchange_every >= 0, "exchange_every", f"must be >= 0, got {self.exchange_every}")
+        require(self.name != "matrix" or self.matrix, "matrix", "topology.name: matrix needs a file: "
+                "topology.matrix: path/to/design.npz")
 
 
 @dataclass(frozen=True)
@@ -137,6 +143,9 @@ class NetworkConfig:
     path_loss_exp: float = 3.5  # α in h = ρ·d^(−α)
     min_distance: float = 1.0  # distances below this count as this (m)
     bits_per_param: float = 32.0  # bits per sent value
+    # an .npz file (jaxdfl learn writes design.npz) whose "power" [devices] replaces each device's power_max
+    # and whose "positions" [devices, 2] replace the drawn positions (the random walk starts there)
+    design: str = ""
 
     def __post_init__(self):
         for key in ("radius", "bandwidth", "delay_bound", "power_max", "noise", "path_loss_exp", "min_distance",
@@ -189,6 +198,7 @@ class Config:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)  # jaxdfl learn only
 
     def __post_init__(self):
         require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")

@@ -53,7 +53,9 @@ class ExpectedChannel(NamedTuple):
         positions = positions if self.positions is None else self.positions
         planned = (w * (1.0 - jnp.eye(w.shape[0], dtype=w.dtype))).T != 0  # [sender, receiver]
         links = jnp.maximum(planned.sum(1, keepdims=True), 1).astype(w.dtype)
-        power = jnp.full(w.shape[0], b.power_max, w.dtype) if self.power is None else self.power
+        power = self.power
+        if power is None:  # each device's budget (a scalar, or one per device from a design file)
+            power = jnp.broadcast_to(jnp.ravel(jnp.asarray(b.power_max, w.dtype)), (w.shape[0],))
         shares = 1.0 / links if self.shares is None else self.shares
         p = delivery_probability(bits[:, None], b.bandwidth * shares, b.delay_bound, power[:, None] / links,
                                  distances(positions, self.min_distance), b.noise, b.path_loss_exp)

@@ -57,12 +57,15 @@ def random_walk(key: jax.Array, positions: jax.Array, step: float, radius: float
     return jnp.where(rho > radius, moved * inside / jnp.maximum(rho, 1e-12), moved)
 
 
-def trajectory(num_devices: int, radius: float, move_std: float, seed: int) -> Callable[[int], np.ndarray]:
-    """``positions(round) -> [M, 2]``: drawn uniformly in the disk at round 0, then one :func:`random_walk`
-    step per round (``move_std`` 0: static). Each step has its own key from ``seed`` and the round, so a
-    round's positions do not depend on how a run got there (resume-safe); computed rounds are cached."""
+def trajectory(num_devices: int, radius: float, move_std: float, seed: int,
+               start: np.ndarray | None = None) -> Callable[[int], np.ndarray]:
+    """``positions(round) -> [M, 2]``: drawn uniformly in the disk at round 0 (or ``start``), then one
+    :func:`random_walk` step per round (``move_std`` 0: static). Each step has its own key from ``seed`` and
+    the round, so a round's positions do not depend on how a run got there (resume-safe); computed rounds are
+    cached."""
     key = jax.random.key(seed)
-    path = [np.asarray(disk_positions(jax.random.fold_in(key, 3), num_devices, radius))]
+    first = disk_positions(jax.random.fold_in(key, 3), num_devices, radius) if start is None else start
+    path = [np.asarray(first, np.float32)]
     step = jax.jit(random_walk, static_argnums=(2, 3))
 
     def positions(round_: int) -> np.ndarray:

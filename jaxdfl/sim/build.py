@@ -6,14 +6,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxdfl import data as data_lib
-from jaxdfl.config import Config
 from jaxdfl.control.server import ServerController, build_controller, initial_queue
 from jaxdfl.core import Method, RoundControl, layer_density, num_params, trained_params
 from jaxdfl.errors import ConfigError, warn
@@ -29,6 +28,9 @@ from jaxdfl.sim.round import DeviceData, make_round_step, run_rounds
 from jaxdfl.sim.schedule import round_inputs
 from jaxdfl.sim.state import RoundInputs, SimState
 from jaxdfl.topology import Topology, agnes_clusters, build_topology
+
+if TYPE_CHECKING:  # the config imports jaxdfl.diff, which builds on this module
+    from jaxdfl.config import Config
 
 
 class Simulation(NamedTuple):
@@ -141,6 +143,19 @@ def cluster_labels(cfg: Config, method: Method, adapter, positions: np.ndarray) 
                           path_loss_exp=net.path_loss_exp, min_distance=net.min_distance)
 
 
+def network_design(path: str, m: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """``(power [M, 1], positions [M, 2])`` from a design file (``network.design``), each None if absent."""
+    if not path:
+        return None, None
+    try:
+        with np.load(path) as f:
+            power = np.asarray(f["power"], np.float32).reshape(m, 1) if "power" in f else None
+            start = np.asarray(f["positions"], np.float32).reshape(m, 2) if "positions" in f else None
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"network.design: cannot read {path} for {m} devices ({err})") from None
+    return power, start
+
+
 def check_method_fits(method_cfg, layers: dict[str, tuple[int, int]], num_devices: int) -> None:
     """One warning line for method settings the model makes pointless: a rank above a layer's smaller side
     (the adapter outgrows the layer it adapts), an implicit-MoE top-k above what the experts hold."""
@@ -198,9 +213,10 @@ def build_simulation(cfg: Config, status: Callable[[str], None] = lambda message
     channel, positions, labels = None, (lambda round_: None), None
     if cfg.network.name == "d2d":
         net = cfg.network
-        channel = Channel(LinkBudget(net.bandwidth, net.delay_bound, net.power_max, net.noise, net.path_loss_exp),
-                          net.min_distance)
-        positions = trajectory(cfg.num_devices, net.radius, net.move_std, cfg.seed)
+        power, start = network_design(net.design, cfg.num_devices)
+        channel = Channel(LinkBudget(net.bandwidth, net.delay_bound, net.power_max if power is None else power,
+                                     net.noise, net.path_loss_exp), net.min_distance)
+        positions = trajectory(cfg.num_devices, net.radius, net.move_std, cfg.seed, start)
     if cfg.topology.name == "clusters":  # densities and message sizes are known at init, before training
         labels = cluster_labels(cfg, method, init_fn(jax.random.key(cfg.seed)).adapter, positions(0))
     topology = build_topology(cfg.topology, cfg.num_devices, data.n, cfg.seed, data.task_of_device, labels)

@@ -60,6 +60,8 @@ def build_topology(topo_cfg, num_devices: int, data_sizes: np.ndarray, seed: int
         static = graphs.cluster_average(task_of_device, data_sizes)
     elif name == "ring":
         static = weigh(graphs.ring_adjacency(m))
+    elif name == "matrix":
+        static = graphs.load_matrix(topo_cfg.matrix, m)
     else:
         static = None
 

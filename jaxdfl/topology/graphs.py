@@ -88,3 +88,18 @@ def cluster_average(labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
     same = np.asarray(labels)[:, None] == np.asarray(labels)[None, :]
     w = same * np.asarray(weights, np.float64)[None, :]
     return (w / w.sum(1, keepdims=True)).astype(np.float32)
+
+
+def load_matrix(path: str, m: int) -> np.ndarray:
+    """The mixing matrix ``"w"`` of an .npz file, checked to be ``[m, m]``, non-negative and row-stochastic."""
+    from jaxdfl.errors import ConfigError
+
+    try:
+        with np.load(path) as f:
+            w = np.asarray(f["w"], np.float32)
+    except (OSError, KeyError, ValueError) as err:
+        raise ConfigError(f"topology.matrix: cannot read a mixing matrix 'w' from {path} ({err})") from None
+    if w.shape != (m, m) or (w < 0).any() or not np.allclose(w.sum(1), 1.0, atol=1e-4):
+        raise ConfigError(f"topology.matrix: {path} holds a {w.shape} matrix; need [{m}, {m}], non-negative, "
+                          "rows summing to 1")
+    return w
