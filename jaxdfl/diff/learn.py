@@ -100,7 +100,7 @@ def _study(sim, folder: RunFolder, progress: bool, say) -> dict:
             (value, aux), grads = value_and_grad(design, key)
             record = {"step": step, "objective": float(value),
                       **{k: float(v) for k, v in aux.items() if np.ndim(v) == 0},
-                      "grad_norm": float(optax.global_norm(grads)), "wall_s": time.time() - t0}
+                      "grad_norm": float(optax.tree.norm(grads)), "wall_s": time.time() - t0}
             log.write(json.dumps(strict(record), allow_nan=False) + "\n")
             log.flush()
             records.append(record)
