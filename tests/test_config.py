@@ -81,7 +81,7 @@ def test_every_bundled_config_loads_and_opens_with_its_command():
     for name in names:
         load_config(name)
         first = (bundled_configs_dir() / f"{name}.yaml").read_text().splitlines()[0]
-        assert first.startswith("# jaxdfl run"), name
+        assert first.startswith(("# jaxdfl run", "# jaxdfl learn")), name
 
 
 def test_each_method_has_its_own_section_and_defaults():

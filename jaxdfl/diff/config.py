@@ -28,6 +28,7 @@ class StudyConfig:
     link_weight: float = 0.0  # per unit of mean row entropy of W, per round (fewer effective links)
     outage_weight: float = 0.0  # per expected lost link
     prune: float = 0.01  # a learned mixing weight below this is dropped (and its row renormalised) for retraining
+    degree: int = 0  # > 0: for retraining keep only each device's this many heaviest neighbours
     retrain_seeds: tuple[int, ...] = (0, 1, 2)  # full runs with the design frozen, one per seed
 
     def __post_init__(self):
@@ -41,6 +42,7 @@ class StudyConfig:
         for key in ("energy_weight", "uplink_weight", "link_weight", "outage_weight"):
             require(getattr(self, key) >= 0, key, f"must be >= 0, got {getattr(self, key)}")
         require(0 <= self.prune < 1, "prune", f"must be in [0, 1), got {self.prune}")
+        require(self.degree >= 0, "degree", f"must be >= 0, got {self.degree}")
 
     @property
     def weights(self) -> dict[str, float]:

@@ -4,7 +4,8 @@
   (default), or a doubly stochastic one by Sinkhorn iterations;
 * power: ``[M]`` → each device's total transmit power p_max·sigmoid(u), so it never exceeds the budget;
 * bandwidth: logits ``[M, M]`` → each sender's shares of its band over its planned links (softmax per row);
-* positions: ``[M, 2]`` device coordinates, used as they are.
+* positions: ``[M, 2]`` → device coordinates inside the network's disk of radius R, r·u/√(R² + |u|²)·R/r
+  (:func:`place`: the identity near the centre, never past the edge).
 """
 
 from __future__ import annotations
@@ -50,3 +51,14 @@ def link_entropy(w: jax.Array) -> jax.Array:
     (its exponential is the effective number of neighbours, self included). The sparsity penalty on a learned
     W: a row-stochastic W has Σ_j |W_ij| = 1 whatever its links, so an L1 penalty would be constant."""
     return -jnp.mean(jnp.sum(jnp.where(w > 0, w * jnp.log(jnp.where(w > 0, w, 1.0)), 0.0), axis=1))
+
+
+def place(u: jax.Array, radius: float) -> jax.Array:
+    """``[M, 2]`` positions inside the disk of ``radius``: R·u/√(R² + |u|²) (≈ u near the centre)."""
+    return radius * u / jnp.sqrt(radius ** 2 + jnp.sum(u ** 2, axis=-1, keepdims=True))
+
+
+def unplace(positions, radius: float):
+    """The parameters :func:`place` maps to ``positions`` (each strictly inside the disk)."""
+    r2 = jnp.minimum(jnp.sum(positions ** 2, axis=-1, keepdims=True), (0.999 * radius) ** 2)
+    return positions * radius / jnp.sqrt(radius ** 2 - r2)

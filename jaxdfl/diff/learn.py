@@ -26,25 +26,30 @@ import optax
 from tqdm.auto import tqdm
 
 from jaxdfl.config import Config, load_config
-from jaxdfl.diff.design import masked_softmax, transmit_power
+from jaxdfl.diff.design import masked_softmax, place, transmit_power
 from jaxdfl.diff.rollout import outcome
 from jaxdfl.errors import UserError
 from jaxdfl.sim.build import build_simulation
 from jaxdfl.sim.run_folder import RunFolder, strict
 
 
-def frozen_design(sim, design: dict, w_learned, prune: float) -> dict[str, np.ndarray]:
-    """The design as arrays a run reads: W with weights below ``prune`` dropped and rows renormalised (the
-    diagonal kept), each device's power, positions, bandwidth shares."""
+def frozen_design(sim, design: dict, w_learned, prune: float, degree: int = 0) -> dict[str, np.ndarray]:
+    """The design as arrays a run reads: W with weights below ``prune`` dropped (with ``degree`` > 0 also all
+    but each device's ``degree`` heaviest neighbours) and rows renormalised (the diagonal kept), each
+    device's power, positions, bandwidth shares."""
     cfg = sim.config
     out = {f"param_{k}": np.asarray(v) for k, v in design.items()}
     w = np.asarray(w_learned, np.float64)
-    w = np.where((w >= prune) | np.eye(len(w), dtype=bool), w, 0.0)
+    keep = (w >= prune) | np.eye(len(w), dtype=bool)
+    if degree:
+        off = np.where(np.eye(len(w), dtype=bool), -np.inf, w)
+        keep &= (off >= np.sort(off, axis=1)[:, -degree][:, None]) | np.eye(len(w), dtype=bool)
+    w = np.where(keep, w, 0.0)
     out["w"] = (w / w.sum(1, keepdims=True)).astype(np.float32)
     if "power" in design:
         out["power"] = np.asarray(transmit_power(design["power"], cfg.network.power_max), np.float32)
     if "positions" in design:
-        out["positions"] = np.asarray(design["positions"], np.float32)
+        out["positions"] = np.asarray(place(design["positions"], cfg.network.radius), np.float32)
     if "bandwidth" in design:
         out["bandwidth_shares"] = np.asarray(masked_softmax(design["bandwidth"], jnp.asarray(w.T != 0)))
     return out
@@ -109,7 +114,7 @@ def _study(sim, folder: RunFolder, progress: bool, say) -> dict:
                 break
             updates, opt_state = optimizer.update(grads, opt_state, design)
             design = optax.apply_updates(design, updates)
-    frozen = frozen_design(sim, design, aux["w"], study.prune)
+    frozen = frozen_design(sim, design, aux["w"], study.prune, study.degree)
     np.savez(out / "design.npz", **frozen)
     say("jaxdfl: retraining from scratch with the learned design frozen, and with the config's own…")
     retrained = _retrain(cfg, out, progress)

@@ -11,7 +11,7 @@ import numpy as np
 import optax
 
 from jaxdfl.core import adapter_hook, expert_views
-from jaxdfl.diff.design import LEARNABLE, link_entropy, masked_softmax, mixing_matrix, transmit_power
+from jaxdfl.diff.design import LEARNABLE, link_entropy, masked_softmax, mixing_matrix, place, transmit_power, unplace
 from jaxdfl.errors import ConfigError
 from jaxdfl.network.channels import ExpectedChannel
 from jaxdfl.network.d2d import LinkBudget
@@ -82,7 +82,8 @@ def outcome(sim: Simulation, rounds: int = 10, learn=("mixing",), *, target: str
     Args:
       sim: a built simulation; whatever ``learn`` leaves out comes from its config, as a run would have it.
       learn: any of ``"mixing"`` (logits over ``candidates``), ``"power"`` and ``"bandwidth"`` (each device's
-        total power and its band's shares over its links), ``"positions"`` (``[M, 2]``); the last three need
+        total power and its band's shares over its links), ``"positions"`` (inside the network's disk, see
+        :mod:`jaxdfl.diff.design`); the last three need
         ``network.name: d2d`` and replace the sampled outages by their expectation
         (:class:`~jaxdfl.network.channels.ExpectedChannel`).
       target: the validation loss of each device on its own held-out examples (``"own"``, the default: what
@@ -115,7 +116,7 @@ def outcome(sim: Simulation, rounds: int = 10, learn=("mixing",), *, target: str
     net = cfg.network
     budget = LinkBudget(net.bandwidth, net.delay_bound, net.power_max, net.noise, net.path_loss_exp)
     design = {"mixing": jnp.zeros((m, m)), "power": jnp.zeros(m), "bandwidth": jnp.zeros((m, m)),
-              "positions": None if plan.positions is None else jnp.asarray(plan.positions[0])}
+              "positions": None if plan.positions is None else unplace(jnp.asarray(plan.positions[0]), net.radius)}
     design = {k: design[k] for k in learn}
 
     def fn(design, key):
@@ -124,7 +125,7 @@ def outcome(sim: Simulation, rounds: int = 10, learn=("mixing",), *, target: str
                                w=jnp.broadcast_to(w, plan.w.shape) if w is not None else jnp.asarray(plan.w))
         step = sim.round_step
         if wireless:
-            positions = design.get("positions")
+            positions = None if "positions" not in design else place(design["positions"], net.radius)
             if positions is not None:
                 inputs = inputs._replace(positions=jnp.broadcast_to(positions, plan.positions.shape))
             planned = (inputs.w[0] * (1 - jnp.eye(m))).T != 0  # [sender, receiver]
