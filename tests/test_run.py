@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SMALL, interrupt_before_round, patch_build
+from conftest import LIGHT, SMALL, interrupt_before_round, patch_build
 from jaxdfl.cli import main
 from jaxdfl.errors import Interrupted
 from jaxdfl.sim.run import run
@@ -41,7 +41,7 @@ def test_run_writes_every_output(tmp_path):
 
 
 def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(tmp_path, monkeypatch, capsys):
-    cfg = SMALL | {"eval_every": 1}  # one round per program, checkpoints every 2
+    cfg = LIGHT | {"rounds": 4, "eval_every": 1, "checkpoint_every": 2}  # a program per round, checkpoints every 2
     straight = tmp_path / "straight"
     run(cfg, out=straight, progress=False)
 
@@ -70,7 +70,7 @@ def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(tmp_path, monk
 def test_rounds_between_evaluations_run_as_one_program_with_the_loops_numbers(tmp_path, monkeypatch):
     """20 rounds evaluated every 10 dispatch 2 round programs; evaluated every round (a program per round,
     the loop) they give the same numbers."""
-    cfg = SMALL | {"rounds": 20, "local_steps": 1, "batch_size": 8, "checkpoint_every": 0}
+    cfg = LIGHT | {"rounds": 20, "checkpoint_every": 0}
     lengths = []
 
     def count(sim):

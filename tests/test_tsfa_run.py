@@ -52,7 +52,7 @@ def test_tsfa_picks_the_offline_rank_and_its_ratio_reaches_the_clients(tmp_path,
 
 
 def test_resume_restores_the_controller_queue(tmp_path, monkeypatch):
-    cfg = TSFA | {"eval_every": 1}
+    cfg = TSFA | {"checkpoint_every": 1}  # a program per round, evaluated at the end
     run(cfg, out=tmp_path / "straight", progress=False)
     with monkeypatch.context() as patch:
         patch_build(patch, interrupt_before_round(3))

@@ -12,9 +12,9 @@ import optax
 
 from jaxdfl.core import adapter_hook, expert_views
 from jaxdfl.diff.design import LEARNABLE, link_entropy, masked_softmax, mixing_matrix, place, transmit_power, unplace
-from jaxdfl.errors import ConfigError
+from jaxdfl.errors import ConfigError, warn
 from jaxdfl.network.channels import ExpectedChannel
-from jaxdfl.network.d2d import LinkBudget
+from jaxdfl.network.d2d import LinkBudget, trajectory
 from jaxdfl.sim.build import Simulation
 from jaxdfl.sim.round import DeviceData, run_rounds
 
@@ -83,9 +83,9 @@ def outcome(sim: Simulation, rounds: int = 10, learn=("mixing",), *, target: str
       sim: a built simulation; whatever ``learn`` leaves out comes from its config, as a run would have it.
       learn: any of ``"mixing"`` (logits over ``candidates``), ``"power"`` and ``"bandwidth"`` (each device's
         total power and its band's shares over its links), ``"positions"`` (inside the network's disk, see
-        :mod:`jaxdfl.diff.design`); the last three need
-        ``network.name: d2d`` and replace the sampled outages by their expectation
-        (:class:`~jaxdfl.network.channels.ExpectedChannel`).
+        :mod:`jaxdfl.diff.design`); the last three act through the device-to-device network with the sampled
+        outages replaced by their expectation (:class:`~jaxdfl.network.channels.ExpectedChannel`), with the
+        parameters of the config's ``network`` section (even when ``network.name`` is none: a warning says so).
       target: the validation loss of each device on its own held-out examples (``"own"``, the default: what
         each device came to learn) or on every device's (``"all"``), averaged over devices.
       mixing: ``"softmax"`` (row-stochastic, the default) or ``"sinkhorn"`` (doubly stochastic).
@@ -104,16 +104,19 @@ def outcome(sim: Simulation, rounds: int = 10, learn=("mixing",), *, target: str
     if unknown or not learn:
         raise ConfigError(f"study.learn: got {list(learn)}; choose from {list(LEARNABLE)}")
     wireless = [k for k in learn if k != "mixing"]
-    if wireless and cfg.network.name != "d2d":
-        raise ConfigError(f"study.learn: {wireless} act through the device-to-device network; set network.name: d2d")
     weights = {k: 0.0 for k in COSTS} | dict(weights or {})
     data, val = split_validation(sim, validation, cfg.seed)
     plan = sim.inputs(0, rounds)
+    net = cfg.network
+    if wireless and plan.positions is None:  # no network in the config: its network section's parameters
+        warn(f"learning {', '.join(wireless)} through the device-to-device network of the config's network "
+             f"section (network.name is {net.name!r}): {net.radius:g} m disk, p_max {net.power_max:g} W")
+        where = trajectory(cfg.num_devices, net.radius, net.move_std, cfg.seed)
+        plan = plan._replace(positions=np.stack([where(r) for r in range(rounds)]))
     stored = float(sim.topology.control(rounds).stored)
     m = cfg.num_devices
     cand = np.ones((m, m), bool) if candidates == "complete" else np.asarray(plan.w[0] != 0)
     state0 = sim.init_fn(jax.random.fold_in(jax.random.key(cfg.seed), 0))
-    net = cfg.network
     budget = LinkBudget(net.bandwidth, net.delay_bound, net.power_max, net.noise, net.path_loss_exp)
     design = {"mixing": jnp.zeros((m, m)), "power": jnp.zeros(m), "bandwidth": jnp.zeros((m, m)),
               "positions": None if plan.positions is None else unplace(jnp.asarray(plan.positions[0]), net.radius)}
