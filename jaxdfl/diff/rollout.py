@@ -119,7 +119,7 @@ def outcome(sim: Simulation, rounds: int = 10, learn=("mixing",), *, target: str
     state0 = sim.init_fn(jax.random.fold_in(jax.random.key(cfg.seed), 0))
     budget = LinkBudget(net.bandwidth, net.delay_bound, net.power_max, net.noise, net.path_loss_exp)
     design = {"mixing": jnp.zeros((m, m)), "power": jnp.zeros(m), "bandwidth": jnp.zeros((m, m)),
-              "positions": None if plan.positions is None else unplace(jnp.asarray(plan.positions[0]), net.radius)}
+              "positions": None if plan.positions is None else unplace(jnp.asarray(plan.positions[0], float), net.radius)}
     design = {k: design[k] for k in learn}
 
     def fn(design, key):

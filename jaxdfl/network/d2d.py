@@ -65,7 +65,7 @@ def trajectory(num_devices: int, radius: float, move_std: float, seed: int,
     cached."""
     key = jax.random.key(seed)
     first = disk_positions(jax.random.fold_in(key, 3), num_devices, radius) if start is None else start
-    path = [np.asarray(first, np.float32)]
+    path = [np.asarray(first)]
     step = jax.jit(random_walk, static_argnums=(2, 3))
 
     def positions(round_: int) -> np.ndarray:
