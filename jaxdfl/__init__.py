@@ -19,7 +19,7 @@ from jaxdfl.topology import Topology, build_topology, mix
 __version__ = "0.1.0"
 
 __all__ = [
-    "AdapterState", "Config", "ConfigError", "ExpertMixture", "Message", "Method", "Mixed", "RoundControl",
+    "AdapterState", "Config", "ConfigError", "ExpertMixture", "Message", "Method", "Mixed", "RoundControl", "diff",
     "RoundInputs", "SimState", "Simulation", "Topology", "UserError", "build_simulation", "build_topology", "full",
     "list_bundled", "load_config", "lora", "make_evaluate", "make_method", "make_round_step", "mix", "run",
     "run_rounds",

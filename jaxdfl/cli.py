@@ -53,8 +53,8 @@ class _Parser(argparse.ArgumentParser):
 
 def _print_study(summary: dict, out) -> None:
     design, start = summary["design"], summary["design_initial"]
-    print(f"\nlearned {', '.join(summary['learn'])} in {summary['steps']} steps of {summary['rounds_per_rollout']}-round "
-          f"rollouts, {summary['learn_s']:.0f} s")
+    print(f"\nlearned {', '.join(summary['learn'])} in {summary['steps']} steps of "
+          f"{summary['rounds_per_rollout']}-round rollouts, {summary['learn_s']:.0f} s")
     print(f"objective {summary['objective_first']:.4f} -> {summary['objective_last']:.4f}; validation accuracy "
           f"{summary['validation_accuracy_first']:.3f} -> {summary['validation_accuracy_last']:.3f}")
     if design["same_task_weight"] is not None:
