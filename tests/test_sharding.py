@@ -10,9 +10,9 @@ import numpy as np
 SCRIPT = r"""
 import json, sys
 import jax, numpy as np
-from conftest import SMALL
+from conftest import LIGHT
 from jaxdfl.sim.run import run
-summary, state = run(SMALL, out=sys.argv[1], progress=False)
+summary, state = run(LIGHT, out=sys.argv[1], progress=False)
 leaves = [np.asarray(x) for x in jax.tree.leaves(state.adapter.params)]
 shards = {len(x.sharding.device_set) for x in jax.tree.leaves(state)}
 np.savez(sys.argv[1] + "/params.npz", *leaves)

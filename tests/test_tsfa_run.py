@@ -52,7 +52,8 @@ def test_tsfa_picks_the_offline_rank_and_its_ratio_reaches_the_clients(tmp_path,
 
 
 def test_resume_restores_the_controller_queue(tmp_path, monkeypatch):
-    cfg = TSFA | {"checkpoint_every": 1}  # a program per round, evaluated at the end
+    # programs of rounds 1-2 and 3-4: the interrupt comes while rounds 3-4 are planned; fewer adapted maps
+    cfg = TSFA | {"model": {"adapt": ["q", "v"]}, "local_steps": 1}
     run(cfg, out=tmp_path / "straight", progress=False)
     with monkeypatch.context() as patch:
         patch_build(patch, interrupt_before_round(3))
