@@ -18,3 +18,12 @@ def test_the_readmes_sample_error_is_what_the_cli_prints(capsys):
     assert main(["run", "--set", "nonexistent.key=1"]) == 2
     printed = capsys.readouterr().err.strip()
     assert f"$ jaxdfl run --set nonexistent.key=1\n{printed}\n" in readme
+
+
+def test_the_wheel_lists_every_subpackage():
+    """pyproject names the packages one by one; a new subpackage left out installs a broken jaxdfl."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    on_disk = {".".join(init.parent.relative_to(ROOT).parts) for init in (ROOT / "jaxdfl").rglob("__init__.py")}
+    assert on_disk <= listed, f"add to pyproject's packages: {sorted(on_disk - listed)}"
