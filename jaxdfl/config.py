@@ -78,10 +78,14 @@ class DataConfig:
     train_files: tuple[str, ...] = ()  # text_files: one per task, in the order of tasks
     test_files: tuple[str, ...] = ()
     root: str = ""  # cifar100: the cifar-100-python folder (or the folder holding it)
+    # K > 0: every device holds K examples drawn from its part of the partition, parts shared by devices
+    # when there are more devices than examples / K (devices hold indices into one stored pool)
+    examples_per_device: int = 0
 
     def __post_init__(self):
         require(len(self.tasks) > 0, "tasks", "needs at least one task")
         require(len(set(self.tasks)) == len(self.tasks), "tasks", "a task is listed twice")
+        require(self.examples_per_device >= 0, "examples_per_device", f"must be >= 0, got {self.examples_per_device}")
         if self.name == "text_files":
             for key in ("train_files", "test_files"):
                 require(len(getattr(self, key)) == len(self.tasks), key,
@@ -116,6 +120,9 @@ class TopologyConfig:
     s_max: float = 0.05  # "clusters": collision cap S_max of every cluster, per layer (A(19))
     exchange_every: int = 5  # "clusters": inter-cluster expert exchange every n rounds; 0 = never
     matrix: str = ""  # "matrix": an .npz file holding "w" [devices, devices] (jaxdfl learn writes design.npz)
+    # how rounds apply W: "sparse" gathers each device's neighbours (ring, kregular, erdos_renyi, isolated),
+    # "dense" multiplies by the [M, M] matrix; "auto" picks sparse where it is faster (docs/methods.md)
+    mixing_form: Literal["auto", "sparse", "dense"] = "auto"
 
     def __post_init__(self):
         require(self.clients_per_round >= 0, "clients_per_round", f"must be >= 0, got {self.clients_per_round}")
@@ -182,6 +189,7 @@ class Config:
     local_steps: int = 5
     batch_size: int = 32
     eval_every: int = 5
+    eval_devices: int = 0  # evaluate a fixed random sample of this many devices (0 = every device)
     checkpoint_every: int = 10  # 0 = only at the end
     # train and evaluate this many simulated devices at a time (0 = all at once): bounds memory for large models
     device_chunk: int = 0
@@ -205,7 +213,8 @@ class Config:
         for key in ("rounds", "num_devices", "local_steps", "batch_size", "eval_every"):
             require(getattr(self, key) >= 1, key, f"must be >= 1, got {getattr(self, key)}")
         require(self.checkpoint_every >= 0, "checkpoint_every", f"must be >= 0, got {self.checkpoint_every}")
-        require(self.device_chunk >= 0, "device_chunk", f"must be >= 0, got {self.device_chunk}")
+        for key in ("device_chunk", "eval_devices"):
+            require(getattr(self, key) >= 0, key, f"must be >= 0, got {getattr(self, key)}")
         if self.topology.name == "server":
             k = self.topology.clients_per_round
             require(k <= self.num_devices, "topology.clients_per_round",

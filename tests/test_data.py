@@ -64,7 +64,31 @@ def test_build_pads_and_records_sizes():
     assert (mixed.task_of_device == -1).all() and mixed.n.sum() == data.n.sum()
 
 
+def test_devices_hold_indices_into_one_pool():
+    data = build(DataConfig(), num_devices=8, seed=0)
+    assert len(data.pool_x) == len(data.pool_y) == data.n.sum()  # every example stored once
+    for i in range(8):
+        np.testing.assert_array_equal(data.x[i, :data.n[i]], data.pool_x[data.index[i, :data.n[i]]])
+
+
+@pytest.mark.parametrize("kind", ["task_per_device", "iid", "shards", "dirichlet"])
+def test_examples_per_device_lets_devices_outnumber_the_examples(kind):
+    pool = len(build(DataConfig(), num_devices=4, seed=0).pool_y)
+    k = 50 if kind == "dirichlet" else 3  # Dirichlet proportions leave some of many small parts empty
+    data = build(DataConfig(partition=kind, examples_per_device=k, dirichlet_alpha=5.0), num_devices=2 * pool,
+                 seed=0)
+    assert data.index.shape == (2 * pool, k) and (data.n == k).all() and len(data.pool_y) == pool
+    if kind == "task_per_device":  # device i still holds task i mod T, drawn from that task's examples
+        tasks = np.concatenate([np.full(len(s.y_train), t) for t, s in enumerate(task_splits(DataConfig().tasks,
+                                                                                            0.25))])
+        assert (data.task_of_device == np.arange(2 * pool) % 4).all()
+        assert (tasks[data.index] == data.task_of_device[:, None]).all()
+    assert len({tuple(row) for row in data.index[:200]}) > 150  # devices sharing a part draw different rows
+
+
 def test_too_many_devices_is_a_clear_error():
+    with pytest.raises(ConfigError, match="examples_per_device"):
+        build(DataConfig(), num_devices=10_000, seed=0)
     with pytest.raises(ConfigError, match="fewer than the 4 tasks"):
         build(DataConfig(), num_devices=3, seed=0)
 

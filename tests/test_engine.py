@@ -136,7 +136,8 @@ def test_training_through_experts_runs_the_inference_mixture(through):
     method = so_lora(rank=2, density=0.5, top_k=0, calib_examples=1, train_with_experts=through)
     data = toy.device_data(m, n=1)
     data = data._replace(base={"lin": {"w": jax.random.normal(jax.random.key(3), (toy.K, toy.C))}})
-    stats = jax.vmap(lambda x, n: method.calibrate(toy.OBJECTIVE.forward, data.base, toy.LAYERS, x, n))(data.x, data.n)
+    x, y = data.x[data.index], data.y[data.index]  # [M, n, ...]: each device's examples
+    stats = jax.vmap(lambda x, n: method.calibrate(toy.OBJECTIVE.forward, data.base, toy.LAYERS, x, n))(x, data.n)
     adapter = jax.vmap(lambda k, s: method.init(k, toy.LAYERS, s))(jax.random.split(jax.random.key(0), m), stats)
     state = SimState(adapter, jax.vmap(optax.sgd(0.5).init)(adapter.params))
     step = toy.round_step(method, local_steps=1)
@@ -147,10 +148,10 @@ def test_training_through_experts_runs_the_inference_mixture(through):
     for i in range(m):
         view = views._replace(held=views.held[i], stored=views.stored[i], index=views.index[i])
         hook = adapter_hook(method, one(state.adapter, i), view if through else None)
-        expected.append(toy.OBJECTIVE.loss(data.base, data.x[i, :1], data.y[i, :1], hook))
+        expected.append(toy.OBJECTIVE.loss(data.base, x[i, :1], y[i, :1], hook))
     _, metrics = run_rounds(step, state, data, inputs([full], first=1))
     np.testing.assert_allclose(metrics["device_loss"][0], expected, rtol=1e-5)
-    own = [toy.OBJECTIVE.loss(data.base, data.x[i, :1], data.y[i, :1], adapter_hook(method, one(state.adapter, i)))
+    own = [toy.OBJECTIVE.loss(data.base, x[i, :1], y[i, :1], adapter_hook(method, one(state.adapter, i)))
            for i in range(m)]
     assert np.abs(np.asarray(own) - np.asarray(expected)).max() > 1e-4 or not through  # the mixture differs
 

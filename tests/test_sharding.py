@@ -12,7 +12,8 @@ import json, sys
 import jax, numpy as np
 from conftest import LIGHT
 from jaxdfl.sim.run import run
-summary, state = run(LIGHT, out=sys.argv[1], progress=False)
+summary, state = run(LIGHT | {"topology": {"name": "ring", "mixing_form": sys.argv[2]}}, out=sys.argv[1],
+                     progress=False)
 leaves = [np.asarray(x) for x in jax.tree.leaves(state.adapter.params)]
 shards = {len(x.sharding.device_set) for x in jax.tree.leaves(state)}
 np.savez(sys.argv[1] + "/params.npz", *leaves)
@@ -20,10 +21,10 @@ print(json.dumps({"jax_devices": jax.device_count(), "state_spread_over": sorted
 """
 
 
-def _run(tmp_path, n):
+def _run(tmp_path, n, form="dense"):
     env = {**os.environ, "JAX_NUM_CPU_DEVICES": str(n), "JAX_PLATFORMS": "cpu"}
-    out = tmp_path / f"dev{n}"
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(out)], env=env, capture_output=True, text=True,
+    out = tmp_path / f"dev{n}-{form}"
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(out), form], env=env, capture_output=True, text=True,
                           cwd=os.path.dirname(__file__))
     assert proc.returncode == 0, proc.stderr[-3000:]
     info = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -33,9 +34,14 @@ def _run(tmp_path, n):
 
 
 def test_one_and_four_devices_agree(tmp_path):
+    """Dense mixing on 1 device against dense and sparse (neighbour-list) mixing on 4."""
     info1, summary1, params1 = _run(tmp_path, 1)
-    info4, summary4, params4 = _run(tmp_path, 4)
     assert info1 == {"jax_devices": 1, "state_spread_over": [1]}
+    for form in ("dense", "sparse"):
+        _check_same(summary1, params1, *_run(tmp_path, 4, form))
+
+
+def _check_same(summary1, params1, info4, summary4, params4):
     assert info4 == {"jax_devices": 4, "state_spread_over": [4]}  # really sharded over 4 devices
     for a, b in zip(params1, params4):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)

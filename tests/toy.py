@@ -55,7 +55,9 @@ def device_data(m: int, n: int = 12, seed: int = 0) -> DeviceData:
     x = jax.random.normal(kx, (m, n, K))
     w_true = jax.random.normal(kw, (K, C))
     y = (jnp.argmax(x @ w_true, -1) + jnp.arange(m)[:, None]) % C
-    return DeviceData({"lin": {"w": jnp.zeros((K, C))}}, x, y, jnp.full(m, n, jnp.int32))
+    index = jnp.arange(m * n, dtype=jnp.int32).reshape(m, n)  # device i holds rows i·n .. i·n + n − 1
+    return DeviceData({"lin": {"w": jnp.zeros((K, C))}}, x.reshape(m * n, K), y.reshape(m * n), index,
+                      jnp.full(m, n, jnp.int32))
 
 
 def init_states(method: Method, optimizer, m: int, seed: int = 0):

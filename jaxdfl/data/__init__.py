@@ -1,4 +1,4 @@
-"""Datasets and partitioners, packed into padded per-device arrays for the vmapped engine."""
+"""Datasets and partitioners: every example stored once, each device holding indices into that pool."""
 
 from __future__ import annotations
 
@@ -13,13 +13,14 @@ from jaxdfl.errors import ConfigError, warn
 
 
 class FederatedData(NamedTuple):
-    """Every device's training set and every task's test set, padded to rectangular arrays.
+    """The training pool, which of its examples each device holds, and every task's test set.
 
     Attributes:
-      x: ``[devices, n_max, 8, 8]`` training images (rows past ``n[i]`` are padding), or for text
-        ``[devices, n_max, 4, L]`` packed examples (:mod:`jaxdfl.data.text_encoding`).
-      y: ``[devices, n_max]`` labels.
-      n: ``[devices]`` number of real examples per device.
+      pool_x: ``[N, 8, 8]`` every training image once, or for text ``[N, 4, L]`` packed examples
+        (:mod:`jaxdfl.data.text_encoding`); pool_y: ``[N]`` labels.
+      index: ``[devices, n_max]`` int32 rows of the pool each device holds (entries past ``n[i]`` are 0,
+        padding); devices may share rows (``data.examples_per_device``).
+      n: ``[devices]`` number of examples per device.
       task_of_device: ``[devices]`` task index of each device, or -1 when its data mixes tasks.
       test_x: ``[tasks, m_max, 8, 8]``; test_y: ``[tasks, m_max]``; test_n: ``[tasks]``.
       task_names: names of the tasks, in test-set order.
@@ -29,8 +30,9 @@ class FederatedData(NamedTuple):
       test_examples: text only, every task's test examples as text (for exact match of generated answers).
     """
 
-    x: np.ndarray
-    y: np.ndarray
+    pool_x: np.ndarray
+    pool_y: np.ndarray
+    index: np.ndarray
     n: np.ndarray
     task_of_device: np.ndarray
     test_x: np.ndarray
@@ -41,6 +43,20 @@ class FederatedData(NamedTuple):
     num_choices: int = 0
     reply_tokens: int = 0
     test_examples: tuple[tuple, ...] | None = None
+
+    @property
+    def x(self) -> np.ndarray:
+        """``[devices, n_max, ...]`` each device's examples as a copy (zero past ``n[i]``)."""
+        return self._per_device(self.pool_x)
+
+    @property
+    def y(self) -> np.ndarray:
+        """``[devices, n_max]`` each device's labels as a copy (zero past ``n[i]``)."""
+        return self._per_device(self.pool_y)
+
+    def _per_device(self, pool: np.ndarray) -> np.ndarray:
+        held = np.arange(self.index.shape[1]) < self.n[:, None]
+        return np.where(held.reshape(*held.shape, *[1] * (pool.ndim - 1)), pool[self.index], 0).astype(pool.dtype)
 
 
 def _pad_stack(arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -121,36 +137,52 @@ def build(data_cfg, num_devices: int, seed: int, tokenizer=None) -> FederatedDat
     x_pool = np.concatenate([s.x_train for s in splits])
     y_pool = np.concatenate([s.y_train for s in splits])
     task_pool = np.concatenate([np.full(len(s.y_train), t) for t, s in enumerate(splits)])
-    if num_devices > len(y_pool):
+    k, kind = data_cfg.examples_per_device, data_cfg.partition
+    if num_devices > len(y_pool) and not k:
         raise ConfigError(f"num_devices={num_devices}: more devices than the {len(y_pool)} training examples of "
-                          f"data.name={data_cfg.name}, so some would get no data")
-    rng = np.random.default_rng([seed, 1])
+                          f"data.name={data_cfg.name}, so some would get no data; set data.examples_per_device "
+                          "to let devices share examples")
+    # with examples_per_device = K, the partition rule cuts the pool into as many parts as hold K examples
+    # each (a multiple of the tasks for task_per_device), and device i draws K examples of part i mod parts
+    owners = num_devices if not k else min(num_devices, max(1, len(y_pool) // k))
+    if k and kind == "task_per_device":
+        owners = max(len(splits), owners - owners % len(splits))
+    parts = _partition(data_cfg, owners, task_pool, y_pool, len(splits), np.random.default_rng([seed, 1]))
+    empty = [i for i, p in enumerate(parts) if len(p) == 0]
+    if empty:
+        who = f"device {empty[0]}" if not k else f"part {empty[0]} of {owners} (examples_per_device={k})"
+        raise ConfigError(f"num_devices={num_devices}: {who} gets no training data under "
+                          f"data.partition={kind!r} ({len(y_pool)} examples in all); use "
+                          + ("fewer devices" if not k else "a larger data.examples_per_device")
+                          + (" or a larger data.dirichlet_alpha" if kind == "dirichlet" else ""))
+    if k:
+        rng = np.random.default_rng([seed, 3])
+        parts = [np.sort(rng.choice(part, size=k, replace=len(part) < k))
+                 for part in (parts[i % owners] for i in range(num_devices))]
+    index, n = _pad_stack([p.astype(np.int32) for p in parts])
+    task_of_device = np.array([t[0] if len(t := np.unique(task_pool[p])) == 1 else -1 for p in parts], np.int32)
+    test_x, test_n = _pad_stack([s.x_test for s in splits])
+    test_y, _ = _pad_stack([s.y_test for s in splits])
+    return FederatedData(x_pool, y_pool, index, n, task_of_device, test_x, test_y, test_n,
+                         tuple(s.name for s in splits), tuple(s.chance for s in splits), *sizes,
+                         test_examples)
+
+
+def _partition(data_cfg, owners: int, task_pool: np.ndarray, y_pool: np.ndarray, num_tasks: int,
+               rng: np.random.Generator) -> list[np.ndarray]:
+    """The pool's example indices split over ``owners`` by ``data.partition``."""
     kind = data_cfg.partition
     if kind == "task_per_device":
-        parts = partition.task_per_device(task_pool, num_devices, len(splits))
-    elif kind == "iid":
-        parts = partition.iid(len(y_pool), num_devices, rng)
-    elif kind == "shards":
+        return partition.task_per_device(task_pool, owners, num_tasks)
+    if kind == "iid":
+        return partition.iid(len(y_pool), owners, rng)
+    if kind == "shards":
         labels = len(np.unique(y_pool))
         if data_cfg.num_shards >= labels:
             warn(f"data.num_shards={data_cfg.num_shards} is not below the {labels} labels: every device sees about "
                  "every label, close to partition: iid")
-        parts = partition.label_shards(y_pool, num_devices, data_cfg.num_shards, rng)
-    else:
-        parts = partition.dirichlet(y_pool, num_devices, data_cfg.dirichlet_alpha, rng)
-    empty = [i for i, p in enumerate(parts) if len(p) == 0]
-    if empty:
-        raise ConfigError(f"num_devices={num_devices}: device {empty[0]} gets no training data under "
-                          f"data.partition={kind!r} ({len(y_pool)} examples in all); use fewer devices"
-                          + (" or a larger data.dirichlet_alpha" if kind == "dirichlet" else ""))
-    x, n = _pad_stack([x_pool[p] for p in parts])
-    y, _ = _pad_stack([y_pool[p] for p in parts])
-    task_of_device = np.array([t[0] if len(t := np.unique(task_pool[p])) == 1 else -1 for p in parts], np.int32)
-    test_x, test_n = _pad_stack([s.x_test for s in splits])
-    test_y, _ = _pad_stack([s.y_test for s in splits])
-    return FederatedData(x, y, n, task_of_device, test_x, test_y, test_n,
-                         tuple(s.name for s in splits), tuple(s.chance for s in splits), *sizes,
-                         test_examples)
+        return partition.label_shards(y_pool, owners, data_cfg.num_shards, rng)
+    return partition.dirichlet(y_pool, owners, data_cfg.dirichlet_alpha, rng)
 
 
 __all__ = ["FederatedData", "NUM_CLASSES", "TASKS", "TaskSplit", "build", "check", "partition", "pretrain_split",

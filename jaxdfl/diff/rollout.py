@@ -29,20 +29,21 @@ class Validation(NamedTuple):
 
 def split_validation(sim: Simulation, fraction: float, seed: int) -> tuple[DeviceData, Validation]:
     """Hold out ``fraction`` of each device's training examples (at least one): the training set keeps the
-    rest (local batches are drawn from the first ``n`` examples only), the validation set scores designs. The
-    test sets stay untouched, for judging a learned design by retraining."""
+    rest (local batches are drawn from the first ``n`` rows of ``index`` only), the validation set scores
+    designs. The test sets stay untouched, for judging a learned design by retraining."""
     data, rng = sim.data, np.random.default_rng([seed, 7])
-    x, y = np.array(data.x), np.array(data.y)
+    index = np.array(data.index)
     held = np.maximum(1, np.floor(fraction * data.n)).astype(np.int32)
-    x_val = np.zeros((len(x), held.max(), *x.shape[2:]), x.dtype)
-    y_val = np.zeros((len(x), held.max()), y.dtype)
+    rows = np.zeros((len(index), held.max()), np.int32)
     for i, (n, v) in enumerate(zip(data.n, held)):
         order = rng.permutation(n)
-        train, val = order[v:], order[:v]
-        x_val[i, :v], y_val[i, :v] = x[i, val], y[i, val]
-        x[i, :n - v], y[i, :n - v] = x[i, train].copy(), y[i, train].copy()
-    placed = jax.device_put((x, y, data.n - held), sim.device.x.sharding)
-    return DeviceData(sim.device.base, *placed), Validation(*jax.device_put((x_val, y_val, held)))
+        rows[i, :v] = index[i, order[:v]]
+        index[i, :n - v] = index[i, order[v:]].copy()
+    x_val = np.where((np.arange(held.max()) < held[:, None]).reshape(*rows.shape, *[1] * (data.pool_x.ndim - 1)),
+                     data.pool_x[rows], 0).astype(data.pool_x.dtype)
+    placed = jax.device_put((index, data.n - held), sim.device.index.sharding)
+    return (DeviceData(sim.device.base, sim.device.x, sim.device.y, *placed),
+            Validation(*jax.device_put((x_val, data.pool_y[rows], held))))
 
 
 def validation_scores(sim: Simulation, state, val: Validation, w, stored, target: str):
@@ -106,7 +107,7 @@ def outcome(sim: Simulation, rounds: int = 10, learn=("mixing",), *, target: str
     wireless = [k for k in learn if k != "mixing"]
     weights = {k: 0.0 for k in COSTS} | dict(weights or {})
     data, val = split_validation(sim, validation, cfg.seed)
-    plan = sim.inputs(0, rounds)
+    plan = sim.inputs(0, rounds, dense=True)  # designs are dense [M, M]
     net = cfg.network
     if wireless and plan.positions is None:  # no network in the config: its network section's parameters
         warn(f"learning {', '.join(wireless)} through the device-to-device network of the config's network "

@@ -9,6 +9,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxdfl.topology.neighbours import Neighbours
+
 
 def collision_rate(s: jax.Array) -> jax.Array:
     """Probability that two or more devices are active at a position, A(19):
@@ -47,23 +49,37 @@ def empirical_collision(masks: jax.Array) -> jax.Array:
     return jnp.mean((active >= 2).astype(jnp.float32))
 
 
-def neighbourhood_collision(w: jax.Array, masks) -> jax.Array:
+def _in_neighbours(w) -> tuple[jax.Array, jax.Array]:
+    """``(index [M, D], linked [M, D] float)`` of W dense ``[M, M]`` (D = M) or as neighbour lists."""
+    if isinstance(w, Neighbours):
+        return w.index, (w.weight != 0).astype(jnp.float32)
+    return jnp.broadcast_to(jnp.arange(w.shape[0]), w.shape), (w != 0).astype(jnp.float32)
+
+
+def neighbourhood_collision(w, masks) -> jax.Array:
     """Mean over devices i of the share of positions where two or more of i's in-neighbours (W_ij > 0, i
     included) hold a mask entry: the empirical counterpart of A(19) for every aggregation set.
 
-    ``w`` ``[M, M]``; ``masks`` pytree of 0/1 ``[M, ...]``; all layers' positions pooled."""
-    linked = (w != 0).astype(jnp.float32)
-    counts = [jnp.einsum("ij,j...->i...", linked, m).reshape(w.shape[0], -1) for m in jax.tree.leaves(masks)]
+    ``w`` ``[M, M]`` or :class:`~jaxdfl.topology.neighbours.Neighbours`; ``masks`` pytree of 0/1 ``[M, ...]``;
+    all layers' positions pooled."""
+    m = jax.tree.leaves(masks)[0].shape[0]
+    if isinstance(w, Neighbours):
+        linked = (w.weight != 0).astype(jnp.float32)
+        count = lambda x: jnp.einsum("id,id...->i...", linked, x[w.index])  # noqa: E731
+    else:
+        count = lambda x: jnp.einsum("ij,j...->i...", (w != 0).astype(jnp.float32), x)  # noqa: E731
+    counts = [count(x).reshape(m, -1) for x in jax.tree.leaves(masks)]
     return jnp.mean(jnp.concatenate(counts, axis=1) >= 2)
 
 
-def neighbourhood_collision_rate(w: jax.Array, masks) -> jax.Array:
+def neighbourhood_collision_rate(w, masks) -> jax.Array:
     """A(19) for every device's aggregation set {j: W_ij > 0}, each device j active at a leaf's positions
     with probability s_j = its mask's density there; per device the layers are pooled by their sizes (the
-    expected value of :func:`neighbourhood_collision`), then averaged over devices."""
+    expected value of :func:`neighbourhood_collision`), then averaged over devices. Memory ``[M, D, leaves]``
+    (D = M for a dense ``w``)."""
     leaves = jax.tree.leaves(masks)
     s = jnp.stack([m.reshape(m.shape[0], -1).mean(1) for m in leaves], axis=1)  # [M, leaves]
     sizes = jnp.array([m[0].size for m in leaves], jnp.float32)
-    linked = (w != 0).astype(jnp.float32)
-    per_leaf = jax.vmap(lambda row: collision_rate(row[:, None] * s))(linked)  # [M, leaves]
+    index, linked = _in_neighbours(w)
+    per_leaf = jax.vmap(lambda idx, on: collision_rate(on[:, None] * s[idx]))(index, linked)  # [M, leaves]
     return jnp.mean(per_leaf @ sizes / sizes.sum())

@@ -39,7 +39,8 @@ class Simulation(NamedTuple):
     Programs: ``init_fn(key) -> SimState``; ``run_rounds(state, inputs) -> (state, metrics)`` runs the rounds
     of :meth:`inputs` (stacked ``[R, ...]``) as one jitted scan, donating ``state``; ``round_step(state,
     device, inputs)`` is the same round unjitted and unstacked (to compose or differentiate);
-    ``evaluate_fn(state, w, stored=0.0) -> [M, T]`` (``[1, T]`` under a server: the global model);
+    ``evaluate_fn(state, w, stored=0.0) -> [M, T]`` (``[N, T]`` for the :attr:`evaluated` devices when
+    ``eval_devices`` samples them; ``[1, T]`` under a server: the global model);
     ``base_accuracy_fn() -> [T]``, the frozen base alone.
     """
 
@@ -60,11 +61,18 @@ class Simulation(NamedTuple):
     run_rounds: Callable
     evaluate_fn: Callable
     base_accuracy_fn: Callable
+    sparse_mixing: bool = False  # rounds mix over the topology's neighbour lists (topology.mixing_form)
+    evaluated: np.ndarray | None = None  # the devices evaluate_fn scores ([N]; None: every device)
 
-    def inputs(self, start: int, stop: int) -> RoundInputs:
-        """The inputs of rounds ``start..stop-1``, stacked ``[R, ...]``, as the topology and network plan them."""
+    def inputs(self, start: int, stop: int, dense: bool = False) -> RoundInputs:
+        """The inputs of rounds ``start..stop-1``, stacked ``[R, ...]``, as the topology and network plan them;
+        W in the form the round program uses (``dense``: always the ``[M, M]`` matrix)."""
         key = jax.random.fold_in(jax.random.key(self.config.seed), 1)
-        return round_inputs(self.topology, self.positions, key, start, stop)
+        return round_inputs(self.topology, self.positions, key, start, stop, self.sparse_mixing and not dense)
+
+    def mixing(self, round_: int):
+        """Round ``round_``'s W in the form the round program uses."""
+        return self.topology.neighbours(round_) if self.sparse_mixing else self.topology.mixing(round_)
 
     def round_fn(self, state: SimState, w, key, active=None, control: RoundControl | dict | None = None,
                  positions=None):
@@ -172,6 +180,34 @@ def check_method_fits(method_cfg, layers: dict[str, tuple[int, int]], num_device
              "same as moe_top_k: 0 (sum every expert)")
 
 
+# Sparse mixing is chosen when each device averages at most this share of all devices: at 1,024 devices on
+# CPU the gather overtakes the dense product at about this density (experiments/bench_mixing.py).
+SPARSE_BELOW = 1 / 8
+
+
+def sparse_mixing(cfg: Config, topology: Topology, method: Method, channel: Channel | None) -> bool:
+    """Whether rounds mix over neighbour lists (``topology.mixing_form``). Needs a topology that has them,
+    and neither a wireless channel nor a mixture of experts (both read the whole ``[M, M]`` W)."""
+    form = cfg.topology.mixing_form
+    why_dense = (f"has no neighbour lists (topology.name: {cfg.topology.name})" if topology.neighbours is None else
+                 "runs over a wireless channel (network.name: d2d)" if channel is not None else
+                 f"uses experts of every device it holds (method.name: {cfg.method.name})"
+                 if method.experts is not None else None)
+    if form == "sparse" and why_dense:
+        raise ConfigError(f"topology.mixing_form: sparse, but this run {why_dense}; use auto or dense")
+    if form == "auto":
+        return why_dense is None and topology.width <= SPARSE_BELOW * cfg.num_devices
+    return form == "sparse"
+
+
+def evaluation_sample(cfg: Config) -> np.ndarray | None:
+    """The devices evaluations score: a fixed random sample of ``eval_devices`` (sorted), or None for all."""
+    if not cfg.eval_devices or cfg.eval_devices >= cfg.num_devices:
+        return None
+    rng = np.random.default_rng([cfg.seed, 5])
+    return np.sort(rng.choice(cfg.num_devices, cfg.eval_devices, replace=False)).astype(np.int32)
+
+
 def build_simulation(cfg: Config, status: Callable[[str], None] = lambda message: None) -> Simulation:
     """Load the model and data, build the method, topology and the jitted programs for ``cfg``; ``status``
     hears what is being done (for a command line that should never be silent)."""
@@ -189,16 +225,19 @@ def build_simulation(cfg: Config, status: Callable[[str], None] = lambda message
     objective = make_objective(model, data, cfg.data.name)
     mesh = make_mesh(cfg.num_devices)
     on_devices, everywhere = sharded(mesh), replicated(mesh)
-    device = DeviceData(jax.device_put(base, everywhere), *jax.device_put((data.x, data.y, data.n), on_devices))
+    device = DeviceData(*jax.device_put((base, data.pool_x, data.pool_y), everywhere),
+                        *jax.device_put((data.index, data.n), on_devices))
     test = TestSets(*jax.device_put((data.test_x, data.test_y, data.test_n), everywhere))
     state_sharding = SimState(on_devices, on_devices, everywhere,
                               on_devices if cfg.on_nonfinite == "drop_device" else None)
 
     stats = None
     if method.calibrate is not None:  # what the method reads of the base on each device's data, once
-        calibrate = lambda base, x, n: method.calibrate(objective.forward, base, layers, x, n)  # noqa: E731
-        stats = jax.jit(jax.vmap(calibrate, in_axes=(None, 0, 0)), out_shardings=on_devices)(
-            device.base, device.x, device.n)
+        def calibrate(base, x, index, n):
+            return method.calibrate(objective.forward, base, layers, x[index], n)
+
+        stats = jax.jit(jax.vmap(calibrate, in_axes=(None, None, 0, 0)), out_shardings=on_devices)(
+            device.base, device.x, device.index, device.n)
 
     def init_fn(key, stats):  # stats are an argument, not a constant XLA would try to fold
         k_adapter = jax.random.split(key, cfg.num_devices)
@@ -221,6 +260,7 @@ def build_simulation(cfg: Config, status: Callable[[str], None] = lambda message
         labels = cluster_labels(cfg, method, init_fn(jax.random.key(cfg.seed)).adapter, positions(0))
     topology = build_topology(cfg.topology, cfg.num_devices, data.n, cfg.seed, data.task_of_device, labels)
 
+    sparse = sparse_mixing(cfg, topology, method, channel)
     server = cfg.topology.name == "server"
     params = jax.eval_shape(init_fn, jax.random.key(0)).adapter.params
     factors = all(isinstance(p, dict) and {"a", "b"} <= set(p) for p in params.values())  # B(12) needs B and A
@@ -234,9 +274,10 @@ def build_simulation(cfg: Config, status: Callable[[str], None] = lambda message
                       donate_argnums=0)
     evaluate = make_evaluate(objective, method, cfg.device_chunk)
     # Under a server every device holds the same global model after merging: evaluate one copy of it.
-    rows = (lambda a: a[:1]) if server else (lambda a: a)
+    evaluated = None if server else evaluation_sample(cfg)
     evaluate_fn = jax.jit(lambda state, w, stored=0.0, *, device, test: evaluate(
-        jax.tree.map(rows, state.adapter), device.base, test, rows(w), stored), out_shardings=everywhere)
+        state.adapter, device.base, test, w, stored, np.zeros(1, np.int32) if server else evaluated),
+        out_shardings=everywhere)
     # the frozen base alone: what every device answers before training (every method starts from a zero
     # delta), at 1/M of the cost of evaluate_fn
     base_accuracy_fn = jax.jit(functools.partial(task_accuracies, objective, hook=None), out_shardings=everywhere)
@@ -244,4 +285,4 @@ def build_simulation(cfg: Config, status: Callable[[str], None] = lambda message
                       init_fn, make_round, round_step,
                       lambda state, inputs: scanned(state, device, inputs),
                       functools.partial(evaluate_fn, device=device, test=test),
-                      functools.partial(base_accuracy_fn, device.base, test=test))
+                      functools.partial(base_accuracy_fn, device.base, test=test), sparse, evaluated)

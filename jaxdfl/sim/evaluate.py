@@ -32,8 +32,8 @@ def task_accuracies(objective: Objective, base, hook, test: TestSets) -> jax.Arr
 
 
 def make_evaluate(objective: Objective, method: Method, device_chunk: int = 0) -> Callable:
-    """``evaluate(adapter, base, test, w, stored=0.0) -> accuracy [M, T]``: every device's model on every task
-    (:func:`task_accuracies`).
+    """``evaluate(adapter, base, test, w, stored=0.0, devices=None) -> accuracy [M, T]``: every device's model
+    on every task (:func:`task_accuracies`); with ``devices`` ``[N]`` only those devices' (``[N, T]``).
 
     A method with an expert mixture answers with every expert a device holds
     (:func:`~jaxdfl.core.expert_views`): the devices it aggregates with under the planned mixing matrix ``w``
@@ -48,10 +48,11 @@ def make_evaluate(objective: Objective, method: Method, device_chunk: int = 0) -
 
     every_device = over_devices(one_device, device_chunk)
 
-    def evaluate(adapter, base, test: TestSets, w, stored=0.0):
+    def evaluate(adapter, base, test: TestSets, w, stored=0.0, devices=None):
+        rows = (lambda tree: tree) if devices is None else (lambda tree: jax.tree.map(lambda a: a[devices], tree))
         if method.experts is None:
-            return every_device((base, test, None), (adapter, None))
+            return every_device((base, test, None), (rows(adapter), None))
         view = expert_views(jax.vmap(method.experts.expert)(adapter), w, stored)
-        return every_device((base, test, view.experts), (adapter, view._replace(experts=None)))
+        return every_device((base, test, view.experts), rows((adapter, view._replace(experts=None))))
 
     return evaluate

@@ -26,16 +26,17 @@ def over_devices(fn: Callable, chunk: int = 0) -> Callable:
 
 def make_local_train(model_loss, method: Method, optimizer: optax.GradientTransformation, local_steps: int,
                      batch_size: int, reset_state: bool):
-    """Returns ``train(state, opt_state, base, x, y, n, key, view=None) -> (state, opt_state, mean_loss)`` for
-    one device, with ``model_loss(base, x, y, hook) -> scalar`` (an :class:`~jaxdfl.sim.objective.Objective`'s
-    ``loss``).
+    """Returns ``train(state, opt_state, base, x, y, index, n, key, view=None) -> (state, opt_state,
+    mean_loss)`` for one device, with ``model_loss(base, x, y, hook) -> scalar`` (an
+    :class:`~jaxdfl.sim.objective.Objective`'s ``loss``).
 
-    ``x`` ``[n_max, ...]``, ``y`` ``[n_max]`` are the device's padded data and ``n`` its real size; each
-    step draws a mini-batch of ``batch_size`` indices uniformly from ``[0, n)``. With a ``view`` the forward
+    ``x`` ``[N, ...]``, ``y`` ``[N]`` are the training pool, ``index`` ``[n_max]`` the device's rows of it
+    and ``n`` how many are real; each step draws a mini-batch of ``batch_size`` of them uniformly (with
+    replacement). With a ``view`` the forward
     pass is the device's mixture of held experts (:func:`~jaxdfl.core.adapter_hook`).
     """
 
-    def train(state: AdapterState, opt_state, base, x, y, n, key, view: ExpertView | None = None):
+    def train(state: AdapterState, opt_state, base, x, y, index, n, key, view: ExpertView | None = None):
         if reset_state:
             opt_state = optimizer.init(state.params)
 
@@ -45,7 +46,7 @@ def make_local_train(model_loss, method: Method, optimizer: optax.GradientTransf
 
         def step(carry, k):
             params, s = carry
-            idx = jax.random.randint(k, (batch_size,), 0, n)
+            idx = index[jax.random.randint(k, (batch_size,), 0, n)]
             loss, grads = jax.value_and_grad(loss_fn)(params, x[idx], y[idx])
             updates, s = optimizer.update(grads, s, params)
             return (optax.apply_updates(params, updates), s), loss

@@ -21,16 +21,19 @@ from jaxdfl.network.channels import Channel
 from jaxdfl.sim.local import make_local_train, over_devices
 from jaxdfl.sim.objective import Objective
 from jaxdfl.sim.state import RoundInputs, SimState
-from jaxdfl.topology import mix
+from jaxdfl.topology.mixing import drop_senders, heard, mix, num_linked, row
+from jaxdfl.topology.neighbours import Neighbours
 
 
 class DeviceData(NamedTuple):
-    """The arrays a round reads and never changes: the frozen base weights (shared by every device) and every
-    device's padded training set, ``x`` ``[M, n_max, ...]``, ``y`` ``[M, n_max]``, ``n`` ``[M]``."""
+    """The arrays a round reads and never changes: the frozen base weights and the training pool, ``x``
+    ``[N, ...]``, ``y`` ``[N]`` (both shared by every device), and each device's rows of the pool, ``index``
+    ``[M, n_max]`` (``n`` ``[M]`` of them real)."""
 
     base: dict
     x: jax.Array
     y: jax.Array
+    index: jax.Array
     n: jax.Array
 
 
@@ -38,14 +41,6 @@ def finite_devices(loss: jax.Array, adapter) -> jax.Array:
     """``[K]`` bool: each device's loss and every leaf of its adapter are finite."""
     leaves = [jnp.isfinite(x).reshape(x.shape[0], -1).all(1) for x in jax.tree.leaves(adapter)]
     return jnp.isfinite(loss) & jnp.stack(leaves).all(0)
-
-
-def drop_senders(w: jax.Array, alive: jax.Array) -> jax.Array:
-    """``w`` with the senders that are not ``alive`` removed and every row renormalised to its planned sum; a
-    device that is not alive keeps only itself."""
-    kept = jnp.where(alive[:, None], w * alive[None, :], jnp.eye(w.shape[0], dtype=w.dtype))
-    total = kept.sum(1, keepdims=True)
-    return kept * w.sum(1, keepdims=True) / jnp.where(total != 0, total, 1.0)
 
 
 def make_round_step(objective: Objective, method: Method, optimizer, *, local_steps: int, batch_size: int,
@@ -82,9 +77,9 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
     local_train = make_local_train(objective.loss, method, optimizer, local_steps, batch_size, reset_state)
 
     def train(shared, mine):
-        base, experts = shared
-        adapter, opt_state, x, y, n, key, view = mine
-        return local_train(adapter, opt_state, base, x, y, n, key,
+        base, x, y, experts = shared
+        adapter, opt_state, index, n, key, view = mine
+        return local_train(adapter, opt_state, base, x, y, index, n, key,
                            None if view is None else view._replace(experts=experts))
 
     train_all = over_devices(train, device_chunk)
@@ -92,7 +87,8 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
 
     def round_step(state: SimState, data: DeviceData, inputs: RoundInputs):
         w, active, control = inputs.w, inputs.active, inputs.control
-        m = w.shape[0]
+        m = jax.tree.leaves(state.adapter)[0].shape[0]
+        sparse = isinstance(w, Neighbours)
         metrics = {}
         controller_state = state.controller
         if controller is not None:
@@ -107,8 +103,8 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
         if through_experts:
             view = expert_views(jax.vmap(method.experts.expert)(state.adapter), w, control.stored)
             view, experts = jax.tree.map(pick, view._replace(experts=None)), view.experts
-        adapter, opt_state, loss = train_all((data.base, experts), (*part, pick(data.x), pick(data.y),
-                                                                     pick(data.n), jax.random.split(k_train, k), view))
+        mine = (*part, pick(data.index), pick(data.n), jax.random.split(k_train, k), view)
+        adapter, opt_state, loss = train_all((data.base, data.x, data.y, experts), mine)
         trained = adapter.params
         finite = finite_devices(loss, adapter)
         if active is not None:
@@ -131,25 +127,29 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
             adapter, opt_state = jax.tree.map(lambda full, sub: full.at[active].set(sub),
                                               (state.adapter, state.opt_state), (adapter, opt_state))
             message = jax.tree.map(lambda sub: jnp.zeros((m, *sub.shape[1:]), sub.dtype).at[active].set(sub), message)
-        # an exchange round: every device also hands its expert to every device of the other clusters
-        crossing = (w == 0) & jnp.asarray(control.exchange)  # [receiver, sender]
-        if drop_nonfinite:
+        # an exchange round: every device also hands its expert to every device of the other clusters (a
+        # topology with exchanges is dense; neighbour lists never have one)
+        crossing = None if sparse else (w == 0) & jnp.asarray(control.exchange)  # [receiver, sender]
+        if drop_nonfinite and not sparse:
             crossing &= alive[None, :]
         if channel is not None:  # the one-off setup part of a message is not bound by the round's Γ
             w, report = channel.apply(k_fade, w, message.bits - message.setup_bits, crossing, inputs.positions)
             metrics |= report
         adapter = jax.vmap(method.merge, in_axes=(0, 0, None))(adapter, mix(w, message), control)
-        transmits = jnp.any((w * (1.0 - jnp.eye(m))) != 0, axis=0) | jnp.any(crossing, axis=0)
+        transmits = heard(w) if sparse else heard(w) | jnp.any(crossing, axis=0)
         charged = lambda total, setup: jnp.sum(jnp.where(transmits, total - setup, 0) + setup)  # noqa: E731
         metrics |= {"train_loss": loss_mean, "device_loss": loss,
                     "uplink_params": charged(message.count, message.setup_count),
                     "uplink_bits": charged(message.bits, message.setup_bits), "senders": transmits.sum()}
-        if collision:
-            masks = jax.tree.map(jnp.ones_like, message.values) if message.mask is None else message.mask
-            metrics["collision_empirical"] = neighbourhood_collision(w, masks)
-            metrics["collision_analytic"] = neighbourhood_collision_rate(w, masks)
+        if collision and message.mask is None:  # a dense message holds every position: a device's set
+            overlap = jnp.mean(num_linked(w) >= 2)  # collides everywhere once it holds two messages
+            metrics["collision_empirical"] = metrics["collision_analytic"] = overlap
+        elif collision:
+            metrics["collision_empirical"] = neighbourhood_collision(w, message.mask)
+            metrics["collision_analytic"] = neighbourhood_collision_rate(w, message.mask)
         if covariance:
-            metrics["covariance_fro"] = lora_covariance(trained, w[0] if active is None else w[0, active])
+            first = row(w, 0)
+            metrics["covariance_fro"] = lora_covariance(trained, first if active is None else first[active])
         return SimState(adapter, opt_state, controller_state, alive), metrics
 
     return round_step
@@ -158,6 +158,9 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
 def run_rounds(round_step: Callable, state: SimState, data: DeviceData, inputs: RoundInputs):
     """Rounds ``inputs`` (stacked ``[R, ...]``) one after another in one ``lax.scan``:
     ``-> (state after the last round, metrics stacked [R, ...])``."""
-    m = jax.tree.leaves(state.adapter)[0].shape[0]
-    chex.assert_shape(inputs.w, (inputs.round.shape[0], m, m))
+    m, r = jax.tree.leaves(state.adapter)[0].shape[0], inputs.round.shape[0]
+    if isinstance(inputs.w, Neighbours):
+        chex.assert_shape(list(inputs.w), (r, m, None))
+    else:
+        chex.assert_shape(inputs.w, (r, m, m))
     return jax.lax.scan(lambda s, one: round_step(s, data, one), state, inputs)

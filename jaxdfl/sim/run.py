@@ -22,12 +22,12 @@ from jaxdfl.config import Config, load_config, resolve_path
 from jaxdfl.errors import Diverged, Interrupted, UserError, warn
 from jaxdfl.sim.build import Simulation, build_simulation
 from jaxdfl.sim.checkpoint import Checkpointer
-from jaxdfl.sim.round import drop_senders
 from jaxdfl.sim.run_folder import RunFolder, strict
 from jaxdfl.sim.schedule import segments
 from jaxdfl.sim.state import SimState
 from jaxdfl.sim.summary import accuracy_record, num_clusters, summarize
 from jaxdfl.sim.writers import make_writers
+from jaxdfl.topology import drop_senders
 
 
 def default_out_dir(source) -> Path:
@@ -50,7 +50,7 @@ def _round_records(metrics: dict, rounds: range, w: np.ndarray, clusters) -> lis
     for i, r in enumerate(rounds):
         record = {"round": r + 1, **{k: v[i].item() for k, v in scalars.items()}}
         if clusters is not None:
-            record["num_clusters"] = clusters(w[i])
+            record["num_clusters"] = clusters(jax.tree.map(lambda a: a[i], w))
         records.append(record)
     return records
 
@@ -80,7 +80,7 @@ def _graceful_stop(say):
 
 def _evaluate(sim: Simulation, state: SimState, round_: int) -> np.ndarray:
     """``[M, T]`` accuracies after round ``round_`` (0-based), with dropped devices out of everyone's experts."""
-    w = jnp.asarray(sim.topology.mixing(round_))
+    w = jax.tree.map(jnp.asarray, sim.mixing(round_))
     if state.alive is not None:
         w = drop_senders(w, state.alive)
     return np.asarray(sim.evaluate_fn(state, w, stored_after(sim, round_)))

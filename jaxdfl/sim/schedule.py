@@ -11,20 +11,22 @@ import numpy as np
 
 from jaxdfl.core import RoundControl
 from jaxdfl.sim.state import RoundInputs
-from jaxdfl.topology import Topology
+from jaxdfl.topology import Topology, neighbours
 
 
 def round_inputs(topology: Topology, positions: Callable[[int], np.ndarray | None], key: jax.Array, start: int,
-                 stop: int) -> RoundInputs:
+                 stop: int, sparse: bool = False) -> RoundInputs:
     """:class:`RoundInputs` of rounds ``start..stop-1`` stacked ``[R, ...]``: round r's key is
-    ``fold_in(key, r)``, its W, active set and flags the topology's, its positions the network's. A round's
-    inputs depend only on its index, never on how a run reached it (resume-safe)."""
+    ``fold_in(key, r)``, its W (``sparse``: the topology's neighbour lists), active set and flags the
+    topology's, its positions the network's. A round's inputs depend only on its index, never on how a run
+    reached it (resume-safe)."""
     rounds = range(start, stop)
     stack = lambda items: jax.tree.map(lambda *xs: np.stack(xs), *items)  # noqa: E731
     return RoundInputs(
         key=jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(start, stop)),
         round=np.arange(start, stop, dtype=np.int32),
-        w=np.stack([topology.mixing(r) for r in rounds]),
+        w=neighbours.stack([topology.neighbours(r) for r in rounds]) if sparse
+        else np.stack([topology.mixing(r) for r in rounds]),
         active=None if topology.num_active is None else np.stack([topology.active(r) for r in rounds]),
         control=stack([_as_arrays(topology.control(r)) for r in rounds]),
         positions=None if positions(start) is None else np.stack([positions(r) for r in rounds]))

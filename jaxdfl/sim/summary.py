@@ -6,11 +6,13 @@ from typing import Callable
 
 import jax
 import numpy as np
+from scipy.sparse import csr_array
 from scipy.sparse.csgraph import connected_components
 
 from jaxdfl.metrics import projection_overlap
 from jaxdfl.sim.build import Simulation
 from jaxdfl.sim.state import SimState
+from jaxdfl.topology import Neighbours
 
 
 def num_clusters(topology) -> Callable[[np.ndarray], int] | None:
@@ -21,7 +23,16 @@ def num_clusters(topology) -> Callable[[np.ndarray], int] | None:
     if topology.labels is not None:
         count = len(np.unique(topology.labels))
         return lambda w: count
-    return lambda w: int(connected_components(np.asarray(w) != 0, directed=False)[0])
+    return lambda w: int(connected_components(_graph(w), directed=False)[0])
+
+
+def _graph(w) -> np.ndarray | csr_array:
+    """The links of W (dense, or a sparse matrix built from neighbour lists in O(M·D))."""
+    if not isinstance(w, Neighbours):
+        return np.asarray(w) != 0
+    index, weight = np.asarray(w.index), np.asarray(w.weight)
+    rows = np.repeat(np.arange(len(index)), index.shape[1])
+    return csr_array(((weight != 0).ravel(), (rows, index.ravel())), shape=(len(index),) * 2)
 
 
 def task_accuracy(acc: np.ndarray, task_of_device: np.ndarray, routing: str) -> np.ndarray:
@@ -32,10 +43,18 @@ def task_accuracy(acc: np.ndarray, task_of_device: np.ndarray, routing: str) -> 
     return np.array([acc[task_of_device == t, t].mean() for t in range(acc.shape[1])])
 
 
+def evaluated_devices(sim: Simulation) -> np.ndarray:
+    """``[N]``: the devices whose rows ``evaluate_fn`` returns (every device, or the ``eval_devices``
+    sample; under a server it returns one row, the global model)."""
+    return np.arange(sim.config.num_devices) if sim.evaluated is None else sim.evaluated
+
+
 def accuracy_record(acc: np.ndarray, sim: Simulation, alive: np.ndarray | None = None) -> dict:
-    """Mean accuracy and per-task accuracy (see :func:`task_accuracy`) over the devices still ``alive``."""
-    keep = slice(None) if alive is None or len(alive) != len(acc) else np.asarray(alive)
-    task_of_device = sim.data.task_of_device if alive is None else sim.data.task_of_device[keep]
+    """Mean accuracy and per-task accuracy (see :func:`task_accuracy`) over the evaluated devices still
+    ``alive``."""
+    devices = evaluated_devices(sim)
+    keep = slice(None) if alive is None or len(devices) != len(acc) else np.asarray(alive)[devices]
+    task_of_device = sim.data.task_of_device[devices][keep]
     per_task = task_accuracy(acc[keep], task_of_device, sim.config.routing)
     return {"accuracy": float(per_task.mean()),
             "per_task_accuracy": {t: float(a) for t, a in zip(sim.data.task_names, per_task)}}
@@ -83,9 +102,11 @@ def summarize(sim: Simulation, state: SimState, records: list[dict], initial: di
         summary["initial_ratio"] = sim.controller.initial_ratio
         summary["time_avg_delay_s"] = float(np.mean([r["delay_s"] for r in records]))
         summary["delay_target_s"] = cfg.control.delay_target
-    own = data.task_of_device
+    own = data.task_of_device[evaluated_devices(sim)]
     if (own >= 0).all() and len(final_acc) == len(own):
         summary["own_task_accuracy"] = float(final_acc[np.arange(len(own)), own].mean())
+    if sim.evaluated is not None:
+        summary["evaluated_devices"] = len(sim.evaluated)  # accuracies are this sample's
     for key in ("collision_empirical", "collision_analytic", "num_clusters"):
         if records and key in records[-1]:
             summary[key] = records[-1][key]  # the last round's

@@ -14,11 +14,15 @@ import numpy as np
 from jaxdfl.core import RoundControl
 from jaxdfl.topology import graphs
 from jaxdfl.topology.agnes import agnes_clusters
-from jaxdfl.topology.mixing import mix, mix_dense
+from jaxdfl.topology.mixing import drop_senders, mix, mix_dense, mix_tree
+from jaxdfl.topology.neighbours import Neighbours, from_edges, isolated, to_dense, widen
 
 
 class Topology(NamedTuple):
-    """``mixing(round) -> W`` ``[M, M]`` float32, deterministic given the config seed.
+    """``mixing(round) -> W`` ``[M, M]`` float32, deterministic given the config seed. Sparse graphs (ring,
+    k-regular, Erdős–Rényi, isolated) also give ``neighbours(round)``: the same W as
+    :class:`~jaxdfl.topology.neighbours.Neighbours` lists, drawn and weighted in O(M·D); their ``mixing``
+    builds the dense W from those lists only when asked.
 
     ``active(round)`` gives the sorted indices of the devices that train and send that round (``[K]``,
     K = ``num_active``), or None when every device takes part. ``control(round)`` gives the round's
@@ -33,6 +37,12 @@ class Topology(NamedTuple):
     num_active: int | None = None
     control: Callable[[int], RoundControl] = lambda round_: RoundControl()
     labels: np.ndarray | None = None
+    neighbours: Callable[[int], Neighbours] | None = None
+
+    @property
+    def width(self) -> int | None:
+        """D, the columns of round 0's neighbour lists (the widest row and padding), or None when dense."""
+        return None if self.neighbours is None else self.neighbours(0).index.shape[1]
 
 
 def build_topology(topo_cfg, num_devices: int, data_sizes: np.ndarray, seed: int,
@@ -44,7 +54,7 @@ def build_topology(topo_cfg, num_devices: int, data_sizes: np.ndarray, seed: int
     from its own seeded generator, so round r's W does not depend on how the run got there (resume-safe).
     """
     m, name = num_devices, topo_cfg.name
-    weigh = graphs.metropolis_hastings if topo_cfg.weights == "metropolis" else graphs.uniform_weights
+    weigh = functools.partial(from_edges, m=m, weights=topo_cfg.weights)
 
     def per_block(draw: Callable[[np.random.Generator], np.ndarray]) -> Callable[[int], np.ndarray]:
         """``draw`` made once per resample block from that block's own generator, as a function of the round
@@ -52,14 +62,27 @@ def build_topology(topo_cfg, num_devices: int, data_sizes: np.ndarray, seed: int
         cached = functools.lru_cache(maxsize=1)(lambda block: draw(np.random.default_rng([seed, 2, block])))
         return lambda round_: cached(round_ // topo_cfg.resample_every if topo_cfg.resample_every else 0)
 
+    def sparse(lists: Callable[[int], Neighbours]) -> Topology:
+        return Topology(name, lambda round_: to_dense(lists(round_)), neighbours=lists)
+
     if name == "isolated":
-        static = np.eye(m, dtype=np.float32)
-    elif name == "full":
+        return sparse(lambda round_: isolated(m))
+    if name == "ring":
+        ring = weigh(graphs.ring_edges(m))
+        return sparse(lambda round_: ring)
+    if name == "kregular":
+        return sparse(per_block(lambda rng: weigh(graphs.random_regular_edges(m, topo_cfg.degree, rng))))
+    if name == "erdos_renyi":
+        # degrees vary from draw to draw: widths in steps of 8 keep the round program's shapes (and its
+        # compilation) from changing with every redraw
+        def draw(rng):
+            lists = weigh(graphs.erdos_renyi_edges(m, topo_cfg.edge_prob, rng))
+            return widen(lists, -(-lists.index.shape[1] // 8) * 8)
+        return sparse(per_block(draw))
+    if name == "full":
         static = np.full((m, m), 1.0 / m, np.float32)
     elif name == "by_task":
         static = graphs.cluster_average(task_of_device, data_sizes)
-    elif name == "ring":
-        static = weigh(graphs.ring_adjacency(m))
     elif name == "matrix":
         static = graphs.load_matrix(topo_cfg.matrix, m)
     else:
@@ -73,10 +96,6 @@ def build_topology(topo_cfg, num_devices: int, data_sizes: np.ndarray, seed: int
         return Topology(name, lambda round_: static, control=flags, labels=np.asarray(labels))
     if static is not None:
         return Topology(name, lambda round_: static)
-    if name == "kregular":
-        return Topology(name, per_block(lambda rng: weigh(graphs.random_regular_adjacency(m, topo_cfg.degree, rng))))
-    if name == "erdos_renyi":
-        return Topology(name, per_block(lambda rng: weigh(graphs.erdos_renyi_adjacency(m, topo_cfg.edge_prob, rng))))
     if name == "server":
         k = topo_cfg.clients_per_round or m
         p = np.asarray(data_sizes, np.float64)
@@ -89,4 +108,5 @@ def build_topology(topo_cfg, num_devices: int, data_sizes: np.ndarray, seed: int
     raise ValueError(f"unknown topology {name!r}")  # unreachable: the config's Literal checks names
 
 
-__all__ = ["Topology", "agnes_clusters", "build_topology", "graphs", "mix", "mix_dense"]
+__all__ = ["Neighbours", "Topology", "agnes_clusters", "build_topology", "drop_senders", "graphs", "mix",
+           "mix_dense", "mix_tree", "to_dense"]

@@ -10,24 +10,54 @@ from __future__ import annotations
 import numpy as np
 
 
-def ring_adjacency(m: int) -> np.ndarray:
+def adjacency(edges: np.ndarray, m: int) -> np.ndarray:
+    """The dense ``[m, m]`` bool adjacency of an undirected edge list ``[E, 2]``."""
     adj = np.zeros((m, m), bool)
-    for i in range(m):
-        for j in ((i - 1) % m, (i + 1) % m):
-            if j != i:
-                adj[i, j] = True
+    edges = np.asarray(edges, np.int64).reshape(-1, 2)
+    adj[edges[:, 0], edges[:, 1]] = adj[edges[:, 1], edges[:, 0]] = True
     return adj
+
+
+def ring_edges(m: int) -> np.ndarray:
+    """``[E, 2]``: i — i+1 around the ring (E = m for m ≥ 3, 1 for m = 2, 0 for m = 1)."""
+    pairs = np.stack([np.arange(m), (np.arange(m) + 1) % m], 1)
+    return np.unique(np.sort(pairs[pairs[:, 0] != pairs[:, 1]], axis=1), axis=0)
+
+
+def ring_adjacency(m: int) -> np.ndarray:
+    return adjacency(ring_edges(m), m)
+
+
+# Up to this many devices an Erdős–Rényi graph is drawn from one uniform per vertex pair, as jaxdfl 0.1 did,
+# so the graphs behind published results stay the same; above it, by sampling the edge count and then the
+# edges (O(M·D) instead of O(M²); 4,096² uniforms take about 0.2 s and 128 MB).
+DENSE_DRAW_LIMIT = 4096
+
+
+def erdos_renyi_edges(m: int, p: float, rng: np.random.Generator) -> np.ndarray:
+    """G(m, p) as an edge list ``[E, 2]`` (a < b): each unordered pair is an edge independently with
+    probability p."""
+    if m <= DENSE_DRAW_LIMIT:
+        return np.argwhere(np.triu(rng.random((m, m)) < p, k=1))
+    pairs = m * (m - 1) // 2
+    k = np.sort(rng.choice(pairs, size=rng.binomial(pairs, p), replace=False))  # row-major upper-triangle slots
+    # slot k lies in row a with start(a) <= k < start(a + 1), start(a) = a·(2m − a − 1)/2
+    a = np.floor(((2 * m - 1) - np.sqrt((2.0 * m - 1) ** 2 - 8.0 * k)) / 2).astype(np.int64)
+    start = lambda a: a * (2 * m - a - 1) // 2  # noqa: E731
+    a -= start(a) > k
+    a += k >= start(a + 1)
+    return np.stack([a, k - start(a) + a + 1], 1)
 
 
 def erdos_renyi_adjacency(m: int, p: float, rng: np.random.Generator) -> np.ndarray:
     """G(m, p): each unordered pair is an edge independently with probability p."""
-    upper = np.triu(rng.random((m, m)) < p, k=1)
-    return upper | upper.T
+    return adjacency(erdos_renyi_edges(m, p, rng), m)
 
 
-def random_regular_adjacency(m: int, k: int, rng: np.random.Generator, swaps_per_edge: int = 10) -> np.ndarray:
-    """A random k-regular simple graph: a circulant k-regular graph randomised by degree-preserving double
-    edge swaps (a Markov chain over k-regular graphs). Needs ``k < m`` and ``k·m`` even."""
+def random_regular_edges(m: int, k: int, rng: np.random.Generator, swaps_per_edge: int = 10) -> np.ndarray:
+    """A random k-regular simple graph ``[m·k/2, 2]``: a circulant k-regular graph randomised by
+    degree-preserving double edge swaps (a Markov chain over k-regular graphs). Needs ``k < m`` and ``k·m``
+    even."""
     if not (0 < k < m and (k * m) % 2 == 0):
         raise ValueError(f"no {k}-regular graph on {m} vertices")
     edges = {(i, (i + s) % m) for i in range(m) for s in range(1, k // 2 + 1)}
@@ -46,10 +76,11 @@ def random_regular_adjacency(m: int, k: int, rng: np.random.Generator, swaps_per
         edges -= {edge_list[i], edge_list[j]}
         edges |= {new1, new2}
         edge_list[i], edge_list[j] = new1, new2
-    adj = np.zeros((m, m), bool)
-    for a, b in edges:
-        adj[a, b] = adj[b, a] = True
-    return adj
+    return np.array(sorted(edges), np.int64).reshape(-1, 2)
+
+
+def random_regular_adjacency(m: int, k: int, rng: np.random.Generator, swaps_per_edge: int = 10) -> np.ndarray:
+    return adjacency(random_regular_edges(m, k, rng, swaps_per_edge), m)
 
 
 def metropolis_hastings(adj: np.ndarray) -> np.ndarray:

@@ -1,7 +1,9 @@
 """Applying a mixing matrix over the device axis: ``y_i = Σ_j W_ij x_j`` for every leaf.
 
-Written as an ``einsum`` over the leading device axis; when that axis is sharded over the mesh axis
-``"devices"`` XLA turns it into the matching collectives, so the same code runs on 1 or many chips.
+W comes dense (``[M, M]``) or as neighbour lists (:class:`~jaxdfl.topology.neighbours.Neighbours`); every
+function here takes either. The dense form is an ``einsum`` over the leading device axis (2·M²·P FLOPs); the
+sparse one a gather and a weighted sum (2·M·D·P). When the device axis is sharded over the mesh axis
+``"devices"`` XLA turns either into the matching collectives, so the same code runs on 1 or many chips.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdfl.core import Message, Mixed
+from jaxdfl.topology.neighbours import Neighbours, gather_mix
 
 
 def mix_dense(w: jax.Array, tree):
@@ -20,13 +23,54 @@ def mix_dense(w: jax.Array, tree):
     return jax.tree.map(lambda x: jnp.einsum("ij,j...->i...", w, x, precision=jax.lax.Precision.HIGHEST), tree)
 
 
-def mix(w: jax.Array, message: Message) -> Mixed:
+def mix_tree(w: jax.Array | Neighbours, tree):
+    """``y_i = Σ_j W_ij x_j`` for every leaf ``[M, ...]``, with W dense or as neighbour lists."""
+    return gather_mix(w, tree) if isinstance(w, Neighbours) else mix_dense(w, tree)
+
+
+def mix(w: jax.Array | Neighbours, message: Message) -> Mixed:
     """Mix every device's message. Sparse messages are normalised per entry by the mixed mask mass
     ``Σ_j W_ij m_j``, so entries a neighbour did not send do not shrink the average; where no one sent an
     entry the value is 0 and ``mass`` is 0 (the method's ``merge`` decides what to keep there)."""
     if message.mask is None:
-        return Mixed(mix_dense(w, message.values), None)
-    num = mix_dense(w, jax.tree.map(lambda v, m: v * m, message.values, message.mask))
-    mass = mix_dense(w, message.mask)
+        return Mixed(mix_tree(w, message.values), None)
+    num = mix_tree(w, jax.tree.map(lambda v, m: v * m, message.values, message.mask))
+    mass = mix_tree(w, message.mask)
     values = jax.tree.map(lambda n, s: jnp.where(s > 0, n / jnp.where(s > 0, s, 1.0), 0.0), num, mass)
     return Mixed(values, mass)
+
+
+def drop_senders(w: jax.Array | Neighbours, alive: jax.Array) -> jax.Array | Neighbours:
+    """``w`` with the senders that are not ``alive`` (``[M]`` bool) removed and every row renormalised to its
+    planned sum; a device that is not alive keeps only itself."""
+    if isinstance(w, Neighbours):
+        self_only = jnp.zeros_like(w.weight).at[:, 0].set(1.0)
+        kept = jnp.where(alive[:, None], w.weight * alive[w.index], self_only)
+        total = kept.sum(1, keepdims=True)
+        return w._replace(weight=kept * w.weight.sum(1, keepdims=True) / jnp.where(total != 0, total, 1.0))
+    kept = jnp.where(alive[:, None], w * alive[None, :], jnp.eye(w.shape[0], dtype=w.dtype))
+    total = kept.sum(1, keepdims=True)
+    return kept * w.sum(1, keepdims=True) / jnp.where(total != 0, total, 1.0)
+
+
+def heard(w: jax.Array | Neighbours) -> jax.Array:
+    """``[M]`` bool: another device gives device j a non-zero weight (j's message is used by someone)."""
+    if isinstance(w, Neighbours):
+        m = w.num_devices
+        used = (w.weight != 0) & (w.index != jnp.arange(m)[:, None])
+        return jnp.zeros(m, jnp.int32).at[w.index.ravel()].add(used.ravel().astype(jnp.int32)) > 0
+    return jnp.any((w * (1.0 - jnp.eye(w.shape[0]))) != 0, axis=0)
+
+
+def row(w: jax.Array | Neighbours, i: int) -> jax.Array:
+    """Row i of W, dense ``[M]``."""
+    if isinstance(w, Neighbours):
+        return jnp.zeros(w.num_devices, w.weight.dtype).at[w.index[i]].add(w.weight[i])
+    return w[i]
+
+
+def num_linked(w: jax.Array | Neighbours) -> jax.Array:
+    """``[M]``: how many devices (itself included) device i averages with a non-zero weight."""
+    if isinstance(w, Neighbours):
+        return (w.weight != 0).sum(1)
+    return (w != 0).sum(1)

@@ -1,0 +1,145 @@
+"""Scale: rounds of many devices with sparse (neighbour lists) against dense ([M, M]) mixing, side by side.
+
+    python experiments/bench_scale.py                          # writes results/bench_scale.{csv,md}
+    python experiments/bench_scale.py --devices 256 1024 --topologies ring
+
+Two parts, each measured in this one run:
+  * mixing alone: one LoRA-sized message (tiny ViT, r = 4, every adapted layer) mixed by the dense einsum and
+    by the neighbour gather, at M devices and neighbour-list widths D; where the gather overtakes the einsum
+    sets ``SPARSE_BELOW`` in jaxdfl/sim/build.py (the ``auto`` rule).
+  * whole rounds: the tiny ViT with LoRA r = 4, E = 5 local steps, batch 8, on a ring and an Erdős–Rényi
+    graph of mean degree 8, for each device count and each form; every case in a fresh process, so its peak
+    memory (ru_maxrss) is its own. Reported: time to draw the topology (round 0), compile time, seconds per
+    round, device-steps per second and peak memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common import write_rows_csv
+
+
+def mixing_alone(sizes: list[int], widths: list[int], repeats: int = 5) -> list[dict]:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jaxdfl import build_simulation, load_config
+    from jaxdfl.topology.mixing import mix_tree
+    from jaxdfl.topology.neighbours import Neighbours
+
+    sim = build_simulation(load_config(None, ["num_devices=4", "method.rank=4"]))
+    one = jax.tree.map(lambda a: a[0], sim.init_fn(jax.random.key(0)).adapter.params)
+    rows = []
+    for m in sizes:
+        tree = jax.tree.map(lambda a: jnp.broadcast_to(a, (m, *a.shape)) + 0.0, one)
+        for d in widths:
+            if d > m:
+                continue
+            rng = np.random.default_rng(0)
+            index = np.concatenate([np.arange(m)[:, None], rng.integers(0, m, (m, d - 1))], 1).astype(np.int32)
+            lists = Neighbours(jnp.asarray(index), jnp.full((m, d), 1.0 / d))
+            dense = jnp.zeros((m, m)).at[jnp.arange(m)[:, None], lists.index].add(lists.weight)
+            times = {}
+            for form, w in (("sparse", lists), ("dense", dense)):
+                f = jax.jit(mix_tree)
+                jax.block_until_ready(f(w, tree))
+                best = []
+                for _ in range(repeats):
+                    t = time.perf_counter()
+                    jax.block_until_ready(f(w, tree))
+                    best.append(time.perf_counter() - t)
+                times[form] = min(best)
+            rows.append({"devices": m, "width": d, "share": d / m, "sparse_ms": 1e3 * times["sparse"],
+                         "dense_ms": 1e3 * times["dense"], "dense_over_sparse": times["dense"] / times["sparse"]})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def one_case(topology: str, devices: int, form: str, rounds: int) -> dict:
+    import jax
+
+    from jaxdfl import build_simulation, load_config
+    from jaxdfl.topology import build_topology
+
+    graph = (["topology.name=ring"] if topology == "ring" else
+             ["topology.name=erdos_renyi", f"topology.edge_prob={8 / (devices - 1)}"])
+    cfg = load_config(None, [f"num_devices={devices}", "method.rank=4", "local_steps=5", "batch_size=8",
+                             "data.partition=iid", f"topology.mixing_form={form}", *graph])
+    sim = build_simulation(cfg)
+    fresh = build_topology(cfg.topology, devices, sim.data.n, cfg.seed)  # not yet drawn
+    t = time.perf_counter()
+    (fresh.neighbours if sim.sparse_mixing else fresh.mixing)(0)
+    draw_s = time.perf_counter() - t
+    state = sim.init_fn(jax.random.key(0))
+    t = time.perf_counter()
+    program = jax.jit(lambda s, i: sim.run_rounds(s, i)).lower(state, sim.inputs(0, 1)).compile()
+    compile_s = time.perf_counter() - t
+    state, _ = program(state, sim.inputs(0, 1))  # warm
+    jax.block_until_ready(state)
+    times = []
+    for r in range(1, rounds + 1):
+        inputs = sim.inputs(r, r + 1)
+        t = time.perf_counter()
+        state, metrics = program(state, inputs)
+        jax.block_until_ready((state, metrics))
+        times.append(time.perf_counter() - t)
+    round_s = sorted(times)[len(times) // 2]
+    return {"topology": topology, "devices": devices, "form": form, "sparse_used": sim.sparse_mixing,
+            "draw_s": draw_s, "compile_s": compile_s, "round_s": round_s,
+            "device_steps_per_s": devices * 5 / round_s,
+            "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--devices", type=int, nargs="+", default=[256, 1024, 4096])
+    parser.add_argument("--topologies", nargs="+", default=["ring", "erdos_renyi"])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", default="results")
+    parser.add_argument("--case", nargs=3, metavar=("TOPOLOGY", "DEVICES", "FORM"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.case:
+        print(json.dumps(one_case(args.case[0], int(args.case[1]), args.case[2], args.rounds)))
+        return
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    mix_rows = mixing_alone([256, 1024, 4096], [3, 9, 33, 129, 513])
+    write_rows_csv(out / "bench_mixing.csv", mix_rows)
+    rows = []
+    for topology in args.topologies:
+        for devices in args.devices:
+            for form in ("sparse", "dense"):
+                done = subprocess.run([sys.executable, __file__, "--case", topology, str(devices), form,
+                                       "--rounds", str(args.rounds)], capture_output=True, text=True)
+                if done.returncode:
+                    print(f"{topology} {devices} {form}: failed\n{done.stderr[-2000:]}", flush=True)
+                    rows.append({"topology": topology, "devices": devices, "form": form, "failed": True})
+                    continue
+                rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+                print(json.dumps(rows[-1]), flush=True)
+    write_rows_csv(out / "bench_scale.csv", rows)
+    lines = ["| topology | devices | form | draw s | compile s | s / round | device-steps/s | peak MiB "
+             "| dense/sparse |", "|---|---|---|---|---|---|---|---|---|"]
+    by = {(r["topology"], r["devices"], r["form"]): r for r in rows if not r.get("failed")}
+    for r in rows:
+        if r.get("failed"):
+            lines.append(f"| {r['topology']} | {r['devices']} | {r['form']} | failed | | | | | |")
+            continue
+        dense = by.get((r["topology"], r["devices"], "dense"))
+        ratio = f"{dense['round_s'] / r['round_s']:.2f}×" if dense and r["form"] == "sparse" else ""
+        lines.append(f"| {r['topology']} | {r['devices']} | {r['form']} | {r['draw_s']:.2f} | {r['compile_s']:.1f} | "
+                     f"{r['round_s']:.3f} | {r['device_steps_per_s']:.0f} | {r['peak_mib']:.0f} | {ratio} |")
+    (out / "bench_scale.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
