@@ -7,9 +7,10 @@ Two parts, each measured in this one run:
   * mixing alone: one LoRA-sized message (tiny ViT, r = 4, every adapted layer) mixed by the dense einsum and
     by the neighbour gather, at M devices and neighbour-list widths D; where the gather overtakes the einsum
     sets ``SPARSE_BELOW`` in jaxdfl/sim/build.py (the ``auto`` rule).
-  * whole rounds: the tiny ViT with LoRA r = 4, E = 5 local steps, batch 8, on a ring and an Erdős–Rényi
-    graph of mean degree 8, for each device count and each form; every case in a fresh process, so its peak
-    memory (ru_maxrss) is its own. Reported: time to draw the topology (round 0), compile time, seconds per
+  * whole rounds: the tiny ViT with LoRA r = 4, E = 5 local steps, batch 8, 8 examples per device (shared
+    from the digits pool), on a ring and an Erdős–Rényi graph of mean degree 8, for each device count and
+    each form (dense only up to --dense-max); every case in a fresh process, so its peak memory (ru_maxrss)
+    is its own. Reported: time to draw the topology (round 0), compile time, seconds per
     round, device-steps per second and peak memory.
 """
 
@@ -26,7 +27,7 @@ from pathlib import Path
 from common import write_rows_csv
 
 
-def mixing_alone(sizes: list[int], widths: list[int], repeats: int = 5) -> list[dict]:
+def mixing_alone(sizes: list[int], widths: list[int], repeats: int = 3) -> list[dict]:
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -72,7 +73,8 @@ def one_case(topology: str, devices: int, form: str, rounds: int) -> dict:
     graph = (["topology.name=ring"] if topology == "ring" else
              ["topology.name=erdos_renyi", f"topology.edge_prob={8 / (devices - 1)}"])
     cfg = load_config(None, [f"num_devices={devices}", "method.rank=4", "local_steps=5", "batch_size=8",
-                             "data.partition=iid", f"topology.mixing_form={form}", *graph])
+                             "data.partition=iid", "data.examples_per_device=8", f"topology.mixing_form={form}",
+                             *graph])
     sim = build_simulation(cfg)
     fresh = build_topology(cfg.topology, devices, sim.data.n, cfg.seed)  # not yet drawn
     t = time.perf_counter()
@@ -100,7 +102,8 @@ def one_case(topology: str, devices: int, form: str, rounds: int) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--devices", type=int, nargs="+", default=[256, 1024, 4096])
+    parser.add_argument("--devices", type=int, nargs="+", default=[256, 1024, 4096, 16384])
+    parser.add_argument("--dense-max", type=int, default=4096, help="no dense runs above this many devices")
     parser.add_argument("--topologies", nargs="+", default=["ring", "erdos_renyi"])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default="results")
@@ -111,12 +114,12 @@ def main():
         return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    mix_rows = mixing_alone([256, 1024, 4096], [3, 9, 33, 129, 513])
+    mix_rows = mixing_alone([1024, 4096], [3, 9, 17, 33, 65, 129])
     write_rows_csv(out / "bench_mixing.csv", mix_rows)
     rows = []
     for topology in args.topologies:
         for devices in args.devices:
-            for form in ("sparse", "dense"):
+            for form in ("sparse", "dense") if devices <= args.dense_max else ("sparse",):
                 done = subprocess.run([sys.executable, __file__, "--case", topology, str(devices), form,
                                        "--rounds", str(args.rounds)], capture_output=True, text=True)
                 if done.returncode:

@@ -180,9 +180,10 @@ def check_method_fits(method_cfg, layers: dict[str, tuple[int, int]], num_device
              "same as moe_top_k: 0 (sum every expert)")
 
 
-# Sparse mixing is chosen when each device averages at most this share of all devices: at 1,024 devices on
-# CPU the gather overtakes the dense product at about this density (experiments/bench_mixing.py).
-SPARSE_BELOW = 1 / 8
+# Sparse mixing is chosen when each device averages at most this share of all devices: on CPU the gather
+# loop and the dense product cost the same at about D = M/35 at 1,024 and at 4,096 devices
+# (experiments/bench_scale.py, "mixing alone").
+SPARSE_BELOW = 1 / 32
 
 
 def sparse_mixing(cfg: Config, topology: Topology, method: Method, channel: Channel | None) -> bool:

@@ -97,11 +97,16 @@ def to_dense(w) -> np.ndarray | jax.Array:
 
 
 def gather_mix(w: Neighbours, tree):
-    """``y_i = Σ_d weight[i, d] · x[index[i, d]]`` for every leaf ``[M, ...]`` of ``tree``."""
+    """``y_i = Σ_d weight[i, d] · x[index[i, d]]`` for every leaf ``[M, ...]`` of ``tree``.
+
+    A loop over the D columns, each a gather of ``[M, ...]`` rows and a multiply-add: memory stays that of
+    one leaf (a single gather of ``[M, D, ...]`` was 3–4× slower on CPU and needs D times the memory)."""
 
     def one(x):
-        picked = x[w.index]  # [M, D, ...]
-        weight = w.weight.reshape(*w.weight.shape, *[1] * (x.ndim - 1)).astype(x.dtype)
-        return (weight * picked).sum(1)
+        def column(d, total):
+            weight = w.weight[:, d].reshape(-1, *[1] * (x.ndim - 1)).astype(x.dtype)
+            return total + weight * x[w.index[:, d]]
+
+        return jax.lax.fori_loop(0, w.index.shape[1], column, jnp.zeros_like(x))
 
     return jax.tree.map(one, tree)
