@@ -64,7 +64,7 @@ def mixing_alone(sizes: list[int], widths: list[int], repeats: int = 3) -> list[
     return rows
 
 
-def one_case(topology: str, devices: int, form: str, rounds: int) -> dict:
+def one_case(topology: str, devices: int, form: str, rounds: int, chunk: int = 0) -> dict:
     import jax
 
     from jaxdfl import build_simulation, load_config
@@ -74,10 +74,10 @@ def one_case(topology: str, devices: int, form: str, rounds: int) -> dict:
              ["topology.name=erdos_renyi", f"topology.edge_prob={8 / (devices - 1)}"])
     cfg = load_config(None, [f"num_devices={devices}", "method.rank=4", "local_steps=5", "batch_size=8",
                              "data.partition=iid", "data.examples_per_device=8", f"topology.mixing_form={form}",
-                             *graph])
+                             f"device_chunk={chunk if 0 < chunk < devices else 0}", *graph])
     sim = build_simulation(cfg)
-    fresh = build_topology(cfg.topology, devices, sim.data.n, cfg.seed)  # not yet drawn
-    t = time.perf_counter()
+    t = time.perf_counter()  # the topology built and round 0 drawn anew, in the form the rounds use
+    fresh = build_topology(cfg.topology, devices, sim.data.n, cfg.seed)
     (fresh.neighbours if sim.sparse_mixing else fresh.mixing)(0)
     draw_s = time.perf_counter() - t
     state = sim.init_fn(jax.random.key(0))
@@ -95,6 +95,7 @@ def one_case(topology: str, devices: int, form: str, rounds: int) -> dict:
         times.append(time.perf_counter() - t)
     round_s = sorted(times)[len(times) // 2]
     return {"topology": topology, "devices": devices, "form": form, "sparse_used": sim.sparse_mixing,
+            "backend": jax.default_backend(),
             "draw_s": draw_s, "compile_s": compile_s, "round_s": round_s,
             "device_steps_per_s": devices * 5 / round_s,
             "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
@@ -107,21 +108,25 @@ def main():
     parser.add_argument("--topologies", nargs="+", default=["ring", "erdos_renyi"])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default="results")
+    parser.add_argument("--chunk", type=int, default=0, help="device_chunk for device counts above it")
+    parser.add_argument("--mix-sizes", type=int, nargs="*", default=[1024, 4096],
+                        help="device counts of the mixing-alone part (none: skip it)")
     parser.add_argument("--case", nargs=3, metavar=("TOPOLOGY", "DEVICES", "FORM"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
-        print(json.dumps(one_case(args.case[0], int(args.case[1]), args.case[2], args.rounds)))
+        print(json.dumps(one_case(args.case[0], int(args.case[1]), args.case[2], args.rounds, args.chunk)))
         return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    mix_rows = mixing_alone([1024, 4096], [3, 9, 17, 33, 65, 129])
-    write_rows_csv(out / "bench_mixing.csv", mix_rows)
+    if args.mix_sizes:
+        write_rows_csv(out / "bench_mixing.csv", mixing_alone(args.mix_sizes, [3, 9, 17, 33, 65, 129]))
     rows = []
     for topology in args.topologies:
         for devices in args.devices:
             for form in ("sparse", "dense") if devices <= args.dense_max else ("sparse",):
                 done = subprocess.run([sys.executable, __file__, "--case", topology, str(devices), form,
-                                       "--rounds", str(args.rounds)], capture_output=True, text=True)
+                                       "--rounds", str(args.rounds), "--chunk", str(args.chunk)],
+                                      capture_output=True, text=True)
                 if done.returncode:
                     print(f"{topology} {devices} {form}: failed\n{done.stderr[-2000:]}", flush=True)
                     rows.append({"topology": topology, "devices": devices, "form": form, "failed": True})

@@ -37,6 +37,23 @@ def test_top_k_masks_keep_exactly_k():
     assert float(random_k_mask(jax.random.key(0), (5, 7), 11).sum()) == 11
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_sortless_masks_equal_the_double_argsort_with_ties(seed):
+    """The bisection masks against ``descending_rank < k`` (ties by position), k traced, jitted and vmapped."""
+    from jaxdfl.sparse.topk import descending_rank, mask_top_k
+
+    rng = np.random.default_rng(seed)
+    rows = rng.choice([0.0, 0.5, 1.0, 2.0, 1e-30, 3e38], size=(6, 40)).astype(np.float32)  # many ties
+    rows[:3] = np.abs(rng.normal(size=(3, 40)))
+    k = rng.integers(0, 41, size=(6, 1)).astype(np.int32)
+    k[0], k[1] = 0, 40
+    got = jax.jit(jax.vmap(mask_top_k))(jnp.asarray(rows), jnp.asarray(k))
+    np.testing.assert_array_equal(got, np.asarray(descending_rank(jnp.asarray(rows))) < k)
+    flat = jnp.asarray(rows).reshape(-1)
+    for total in (0, 1, 97, 240):
+        np.testing.assert_array_equal(jax.jit(mask_top_k)(flat, total), np.asarray(descending_rank(flat)) < total)
+
+
 LAYER = {"b": jax.random.normal(jax.random.key(1), (12, 4)), "a": jax.random.normal(jax.random.key(2), (4, 9))}
 
 
