@@ -8,6 +8,7 @@ cd "$(dirname "$0")"
 OUT=${OUT:-results/gpu}
 mkdir -p "$OUT"
 export PYTHONPATH="$(cd .. && pwd)${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+export XLA_PYTHON_CLIENT_PREALLOCATE=false  # each case runs in its own process: none may hold the GPU's memory
 python3 -c "import jax; print(jax.__version__, jax.devices())" | tee "$OUT/devices.txt"
 nvidia-smi --query-gpu=name,memory.total --format=csv | tee -a "$OUT/devices.txt" || true
 # the top-k selections: jaxdfl's bisection against lax.top_k, approx_max_k and sorting

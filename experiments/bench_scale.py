@@ -98,7 +98,8 @@ def one_case(topology: str, devices: int, form: str, rounds: int, chunk: int = 0
             "backend": jax.default_backend(),
             "draw_s": draw_s, "compile_s": compile_s, "round_s": round_s,
             "device_steps_per_s": devices * 5 / round_s,
-            "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # host memory
+            "accelerator_peak_mib": ((jax.devices()[0].memory_stats() or {}).get("peak_bytes_in_use", 0)) / 2**20}
 
 
 def main():
