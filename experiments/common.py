@@ -35,9 +35,10 @@ def run_grid(config: str, variants: dict[str, list[str]], out_dir: Path, rounds:
 
 
 def write_rows_csv(path: Path, rows: list[dict]) -> None:
-    """One CSV row per dict, columns from the first."""
+    """One CSV row per dict, columns from every row's keys in order of appearance (blank where a row has none)."""
+    fields = list(dict.fromkeys(key for row in rows for key in row))
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
 
