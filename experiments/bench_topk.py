@@ -8,9 +8,10 @@ Three selections, each on the shapes it meets in jaxdfl, each candidate jitted, 
   * per-row masks (SOFT, TLoRA, RLoRA: each rank component keeps its own count): 16 rows of 8,192, a
     different k per row;
   * k-th largest per row (implicit-MoE inference, A(29)): 200,000 token rows of 128 expert components, k = 8.
-Candidates: jaxdfl's sort-free bisection (``mask_top_k``, ``kth_largest``), the double argsort jaxdfl used
-before, ``lax.top_k`` (static k) plus a scatter into a mask, and ``lax.approx_max_k`` plus a scatter (not
-exact: reported with the share of entries it gets wrong). Masks are checked equal to the double argsort.
+Candidates: jaxdfl's selections (``mask_top_k``, ``kth_largest``: the bisection on CPU, sorting or
+``lax.top_k`` elsewhere), the bisection alone, the double argsort jaxdfl used before, ``lax.top_k``
+(static k) plus a scatter into a mask, and ``lax.approx_max_k`` plus a scatter (not exact on TPU: reported
+with the share of entries it gets wrong). Masks are checked equal to the double argsort.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ import numpy as np
 
 from common import write_rows_csv
 
-from jaxdfl.sparse.topk import descending_rank, kth_largest, mask_top_k  # noqa: E402
+from jaxdfl.sparse.topk import (_bisect, _mask_by_bisection, descending_rank, kth_largest,  # noqa: E402
+                                 mask_top_k)
 
 
 def best_ms(fn, *args, repeats: int = 5) -> float:
@@ -49,7 +51,8 @@ def whole_array(rows: list[dict]):
     k = a.size // 10
     reference = np.asarray(descending_rank(a) < k)
     candidates = {
-        "jaxdfl bisection (k traced)": jax.jit(mask_top_k),
+        "jaxdfl mask_top_k (k traced)": jax.jit(mask_top_k),
+        "bisection (k traced)": jax.jit(_mask_by_bisection),
         "double argsort (k traced)": jax.jit(lambda a, k: descending_rank(a) < k),
         "lax.top_k + scatter (k static)": jax.jit(lambda a, k: scatter_mask(a.shape, jax.lax.top_k(a, k)[1]),
                                                   static_argnums=1),
@@ -71,7 +74,8 @@ def per_row(rows: list[dict]):
         return jnp.zeros(a.shape, bool).at[rows, index].set(jnp.arange(k_max) < k)
 
     candidates = {
-        "jaxdfl bisection (k traced)": jax.jit(mask_top_k),
+        "jaxdfl mask_top_k (k traced)": jax.jit(mask_top_k),
+        "bisection (k traced)": jax.jit(_mask_by_bisection),
         "double argsort (k traced)": jax.jit(lambda a, k: descending_rank(a) < k),
         "lax.top_k(k_max) + scatter + cut": jax.jit(top_k_then_cut),
     }
@@ -82,7 +86,8 @@ def kth(rows: list[dict]):
     a = jnp.abs(jax.random.normal(jax.random.key(2), (200_000, 128)))
     reference = np.asarray(jax.lax.top_k(a, 8)[0][:, -1:])
     candidates = {
-        "jaxdfl kth_largest (bisection)": jax.jit(lambda a: kth_largest(a, 8)),
+        "jaxdfl kth_largest": jax.jit(lambda a: kth_largest(a, 8)),
+        "bisection": jax.jit(lambda a: _bisect(a, 8)),
         "lax.top_k(8)[-1]": jax.jit(lambda a: jax.lax.top_k(a, 8)[0][:, -1:]),
         "sort, then [-8]": jax.jit(lambda a: jnp.sort(a, axis=-1)[:, -8:-7]),
     }

@@ -180,10 +180,11 @@ def check_method_fits(method_cfg, layers: dict[str, tuple[int, int]], num_device
              "same as moe_top_k: 0 (sum every expert)")
 
 
-# Sparse mixing is chosen when each device averages at most this share of all devices: on CPU the gather
-# loop and the dense product cost the same at about D = M/35 at 1,024 and at 4,096 devices
-# (experiments/bench_scale.py, "mixing alone").
-SPARSE_BELOW = 1 / 32
+# Sparse mixing is chosen when each device averages at most this share of all devices: where the gather
+# loop and the dense product cost the same (experiments/bench_scale.py, "mixing alone"): D ≈ M/35 on this
+# CPU at 1,024 and 4,096 devices; on an H200 D ≈ M/200 at 4,096 and M/80 at 16,384 (the einsum runs near
+# peak there). TPUs were not measured and take the GPU's rule.
+SPARSE_BELOW = {"cpu": 1 / 32, "accelerator": 1 / 256}
 
 
 def sparse_mixing(cfg: Config, topology: Topology, method: Method, channel: Channel | None) -> bool:
@@ -197,7 +198,8 @@ def sparse_mixing(cfg: Config, topology: Topology, method: Method, channel: Chan
     if form == "sparse" and why_dense:
         raise ConfigError(f"topology.mixing_form: sparse, but this run {why_dense}; use auto or dense")
     if form == "auto":
-        return why_dense is None and topology.width <= SPARSE_BELOW * cfg.num_devices
+        share = SPARSE_BELOW["cpu" if jax.default_backend() == "cpu" else "accelerator"]
+        return why_dense is None and topology.width <= share * cfg.num_devices
     return form == "sparse"
 
 
