@@ -2,12 +2,10 @@
 group of the multi-task LoRA paper: reading comprehension, math, code and commonsense reasoning.
 
 The paper tunes on public benchmarks of those groups (BoolQ-style reading, GSM8K-style math, code, and
-commonsense multiple choice). Downloading them is not an option here, and their full difficulty is far
-beyond a 135M-parameter model on a CPU, so each family keeps the *kind* of skill and the answer format of
-its group at a size such a model can learn:
+commonsense multiple choice), far beyond a 135M-parameter model on a CPU, so each family keeps the *kind*
+of skill and the answer format of its group at a size such a model can learn (and nothing is downloaded):
 
-- ``reading``: a short passage about made-up people, objects and places, and a yes/no question answerable
-  from it alone.
+- ``reading``: a short passage about made-up people, objects and places, and a yes/no question on it.
 - ``arithmetic``: one- or two-step word problems whose answer is a number from 0 to 200.
 - ``code``: predict what a tiny Python program prints; the answer comes from running the program.
 - ``commonsense``: three-option multiple choice over small hand-written knowledge tables.
