@@ -33,8 +33,8 @@ def poisoned(monkeypatch):
 
     real = build_module.DeviceData
 
-    def poisoned_data(base, x, y, n):
-        return real(base, x.at[2].set(jnp.nan), y, n)
+    def poisoned_data(base, x, y, index, n):  # x is the pool: poison the rows device 2 holds
+        return real(base, x.at[index[2, :int(n[2])]].set(jnp.nan), y, index, n)
 
     monkeypatch.setattr(build_module, "DeviceData", poisoned_data)
 
