@@ -97,8 +97,8 @@ def bench(num_devices: int, rounds: int, batch: int, local_steps: int, model_ove
             stacked, ref_params, jax.random.split(key, len(adapters)), RoundControl())
         return jax.vmap(method.merge, in_axes=(0, 0, None))(stacked, mix(w, message), RoundControl())
 
-    x, y, n = (np.asarray(a) for a in sim.device[1:])
-    per_device = [(jnp.asarray(x[i]), jnp.asarray(y[i]), jnp.asarray(n[i])) for i in range(num_devices)]
+    index, n = np.asarray(sim.device.index), np.asarray(sim.device.n)  # each device's rows of the shared pool
+    per_device = [(sim.device.x, sim.device.y, jnp.asarray(index[i]), jnp.asarray(n[i])) for i in range(num_devices)]
     state = sim.init_fn(jax.random.key(0))
     adapters = [jax.tree.map(lambda a, i=i: a[i], state.adapter) for i in range(num_devices)]
     opts = [jax.tree.map(lambda a, i=i: a[i], state.opt_state) for i in range(num_devices)]
