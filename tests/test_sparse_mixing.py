@@ -88,7 +88,8 @@ def test_a_run_gives_the_same_numbers_with_sparse_and_dense_mixing(small_config,
 
     out = {}
     for form in ("dense", "sparse"):
-        cfg = small_config | change | {"rounds": 3, "eval_every": 3, "checkpoint_every": 0}
+        cfg = small_config | change | {"rounds": 2, "eval_every": 2, "checkpoint_every": 0, "local_steps": 1,
+                                       "model": {"adapt": ["q", "v"]}}
         cfg["topology"] = cfg["topology"] | {"mixing_form": form}
         out[form], _ = run(cfg, out=tmp_path / form, progress=False)
     for key in ("final_accuracy", "train_loss", "uplink_bits_total", "collision_empirical", "collision_analytic"):
