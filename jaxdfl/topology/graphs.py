@@ -1,8 +1,12 @@
-"""Mixing matrices W ∈ R^{M×M} for every topology (host-side numpy; they enter each round's
-program as an input array, so they can change every round and be differentiated through).
+"""Graphs and mixing matrices (host-side numpy; a round's W enters its program as an input array, so it can
+change every round and be differentiated through).
 
 Row i of W says how device i averages what it receives: ``y_i = Σ_j W_ij x_j``. Every W here is
-row-stochastic; the Metropolis–Hastings ones are also symmetric, hence doubly stochastic.
+row-stochastic; the Metropolis–Hastings ones are also symmetric, hence doubly stochastic. Random graphs are
+drawn as edge lists (``*_edges``), which :mod:`jaxdfl.topology.neighbours` weighs in O(M·D); the dense
+forms (``*_adjacency``, :func:`metropolis_hastings`, :func:`uniform_weights`) build the same W as an
+``[M, M]`` array, for a ``topology.matrix`` file of one's own and as the reference the lists are tested
+against.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ A :class:`Neighbours` holds, for every receiver i, the senders it averages and t
 ``y_i = Σ_d weight[i, d] · x[index[i, d]]`` (the rows of a mixing matrix W with their zeros left out). Column
 0 is always the device itself (its weight W_ii may be 0); rows with fewer than D neighbours are padded with
 i's own index and weight 0, so padding adds nothing. Built on the host from edge lists in O(M·D) (never a
-dense ``[M, M]``), it enters the round program as two arrays and mixes by a gather and a weighted sum.
+dense ``[M, M]``), it enters the round program as two arrays and mixes by a loop of D gathers and
+multiply-adds (:func:`gather_mix`).
 """
 
 from __future__ import annotations
