@@ -156,16 +156,35 @@ def build(data_cfg, num_devices: int, seed: int, tokenizer=None) -> FederatedDat
                           + ("fewer devices" if not k else "a larger data.examples_per_device")
                           + (" or a larger data.dirichlet_alpha" if kind == "dirichlet" else ""))
     if k:
-        rng = np.random.default_rng([seed, 3])
-        parts = [np.sort(rng.choice(part, size=k, replace=len(part) < k))
-                 for part in (parts[i % owners] for i in range(num_devices))]
-    index, n = _pad_stack([p.astype(np.int32) for p in parts])
-    task_of_device = np.array([t[0] if len(t := np.unique(task_pool[p])) == 1 else -1 for p in parts], np.int32)
+        index, n = _draw_per_device(parts, num_devices, k, np.random.default_rng([seed, 3]))
+    else:
+        index, n = _pad_stack([p.astype(np.int32) for p in parts])
+    held = np.arange(index.shape[1]) < n[:, None]
+    tasks = task_pool[index]
+    lowest, highest = np.where(held, tasks, len(splits)).min(1), np.where(held, tasks, -1).max(1)
+    task_of_device = np.where(lowest == highest, lowest, -1).astype(np.int32)
     test_x, test_n = _pad_stack([s.x_test for s in splits])
     test_y, _ = _pad_stack([s.y_test for s in splits])
     return FederatedData(x_pool, y_pool, index, n, task_of_device, test_x, test_y, test_n,
                          tuple(s.name for s in splits), tuple(s.chance for s in splits), *sizes,
                          test_examples)
+
+
+def _draw_per_device(parts: list[np.ndarray], num_devices: int, k: int,
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``(index [devices, k], n [devices])``: device i draws k examples of part ``i mod len(parts)``, without
+    replacement when the part holds k (devices sharing a part draw independently), else with. One pass per
+    part, each over all the devices that share it."""
+    owner = np.arange(num_devices) % len(parts)
+    index = np.empty((num_devices, k), np.int32)
+    for j, part in enumerate(parts):
+        mine = np.flatnonzero(owner == j)
+        if len(part) >= k:  # the k smallest of one uniform key per (device, example): a sample without replacement
+            picks = np.argpartition(rng.random((len(mine), len(part))), k - 1, axis=1)[:, :k]
+        else:
+            picks = rng.integers(0, len(part), size=(len(mine), k))
+        index[mine] = np.sort(part[picks], axis=1)
+    return index, np.full(num_devices, k, np.int32)
 
 
 def _partition(data_cfg, owners: int, task_pool: np.ndarray, y_pool: np.ndarray, num_tasks: int,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from jaxdfl.diff.design import LEARNABLE
 from jaxdfl.schema import require
 
 
@@ -32,9 +33,8 @@ class StudyConfig:
     retrain_seeds: tuple[int, ...] = (0, 1, 2)  # full runs with the design frozen, one per seed
 
     def __post_init__(self):
-        allowed = ("mixing", "power", "bandwidth", "positions")
-        bad = [k for k in self.learn if k not in allowed]
-        require(not bad and len(self.learn) > 0, "learn", f"got {list(self.learn)}; choose from {list(allowed)}")
+        bad = [k for k in self.learn if k not in LEARNABLE]
+        require(not bad and len(self.learn) > 0, "learn", f"got {list(self.learn)}; choose from {list(LEARNABLE)}")
         for key in ("rounds", "steps"):
             require(getattr(self, key) >= 1, key, f"must be >= 1, got {getattr(self, key)}")
         require(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}")

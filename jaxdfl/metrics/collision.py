@@ -9,6 +9,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxdfl.topology.mixing import links, mix_tree
 from jaxdfl.topology.neighbours import Neighbours
 
 
@@ -63,12 +64,7 @@ def neighbourhood_collision(w, masks) -> jax.Array:
     ``w`` ``[M, M]`` or :class:`~jaxdfl.topology.neighbours.Neighbours`; ``masks`` pytree of 0/1 ``[M, ...]``;
     all layers' positions pooled."""
     m = jax.tree.leaves(masks)[0].shape[0]
-    if isinstance(w, Neighbours):
-        linked = (w.weight != 0).astype(jnp.float32)
-        count = lambda x: jnp.einsum("id,id...->i...", linked, x[w.index])  # noqa: E731
-    else:
-        count = lambda x: jnp.einsum("ij,j...->i...", (w != 0).astype(jnp.float32), x)  # noqa: E731
-    counts = [count(x).reshape(m, -1) for x in jax.tree.leaves(masks)]
+    counts = [c.reshape(m, -1) for c in jax.tree.leaves(mix_tree(links(w), masks))]
     return jnp.mean(jnp.concatenate(counts, axis=1) >= 2)
 
 

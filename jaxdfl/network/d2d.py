@@ -182,9 +182,7 @@ def deliver(w: jax.Array, bits: jax.Array, gain: jax.Array, budget: LinkBudget) 
     off = 1.0 - jnp.eye(w.shape[0], dtype=w.dtype)
     planned = (w * off).T != 0
     served, power = serve_links(planned, bits, gain, budget)
-    kept = w * jnp.where(served.T, 1.0, 1.0 - off)
-    kept_sum = jnp.sum(kept, axis=1, keepdims=True)
-    w_delivered = kept * jnp.sum(w, axis=1, keepdims=True) / jnp.where(kept_sum != 0, kept_sum, 1.0)
+    w_delivered = expected_deliver(w, served.astype(w.dtype))  # delivered with probability 1 or 0
     links = jnp.maximum(jnp.sum(served, axis=1, keepdims=True), 1).astype(jnp.float32)
     delay = jnp.where(served, link_delay(bits[:, None], jnp.where(served, power, 1.0), gain, budget.bandwidth,
                                          links, budget.noise), 0.0)

@@ -63,10 +63,20 @@ def build_topology(topo_cfg, num_devices: int, data_sizes: np.ndarray, seed: int
         return lambda round_: cached(round_ // topo_cfg.resample_every if topo_cfg.resample_every else 0)
 
     def sparse(lists: Callable[[int], Neighbours]) -> Topology:
-        return Topology(name, lambda round_: to_dense(lists(round_)), neighbours=lists)
+        """A topology of neighbour lists whose ``mixing`` builds the dense W once per draw of the lists."""
+        last: list = [None, None]  # the lists of the latest draw, and their dense W
+
+        def mixing(round_: int) -> np.ndarray:
+            current = lists(round_)
+            if last[0] is not current:
+                last[:] = current, to_dense(current)
+            return last[1]
+
+        return Topology(name, mixing, neighbours=lists)
 
     if name == "isolated":
-        return sparse(lambda round_: isolated(m))
+        alone = isolated(m)
+        return sparse(lambda round_: alone)
     if name == "ring":
         ring = weigh(graphs.ring_edges(m))
         return sparse(lambda round_: ring)

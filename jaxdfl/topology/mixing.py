@@ -46,11 +46,23 @@ def drop_senders(w: jax.Array | Neighbours, alive: jax.Array) -> jax.Array | Nei
     if isinstance(w, Neighbours):
         self_only = jnp.zeros_like(w.weight).at[:, 0].set(1.0)
         kept = jnp.where(alive[:, None], w.weight * alive[w.index], self_only)
-        total = kept.sum(1, keepdims=True)
-        return w._replace(weight=kept * w.weight.sum(1, keepdims=True) / jnp.where(total != 0, total, 1.0))
+        return w._replace(weight=_to_row_sums(kept, w.weight))
     kept = jnp.where(alive[:, None], w * alive[None, :], jnp.eye(w.shape[0], dtype=w.dtype))
+    return _to_row_sums(kept, w)
+
+
+def _to_row_sums(kept: jax.Array, planned: jax.Array) -> jax.Array:
+    """``kept`` with each row scaled to the sum of that row of ``planned`` (rows summing to 0 left as they are)."""
     total = kept.sum(1, keepdims=True)
-    return kept * w.sum(1, keepdims=True) / jnp.where(total != 0, total, 1.0)
+    return kept * planned.sum(1, keepdims=True) / jnp.where(total != 0, total, 1.0)
+
+
+def links(w: jax.Array | Neighbours) -> jax.Array | Neighbours:
+    """W in the same form with every non-zero weight set to 1: :func:`mix_tree` with it counts, for each
+    device, what its in-neighbours (itself included) hold."""
+    if isinstance(w, Neighbours):
+        return w._replace(weight=(w.weight != 0).astype(jnp.float32))
+    return (w != 0).astype(jnp.float32)
 
 
 def heard(w: jax.Array | Neighbours) -> jax.Array:
@@ -71,6 +83,4 @@ def row(w: jax.Array | Neighbours, i: int) -> jax.Array:
 
 def num_linked(w: jax.Array | Neighbours) -> jax.Array:
     """``[M]``: how many devices (itself included) device i averages with a non-zero weight."""
-    if isinstance(w, Neighbours):
-        return (w.weight != 0).sum(1)
-    return (w != 0).sum(1)
+    return (links(w).weight if isinstance(w, Neighbours) else links(w)).sum(1)
