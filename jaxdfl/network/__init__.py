@@ -11,6 +11,6 @@ from jaxdfl.network.fdma import (client_distances, draw_snr, fdma_bandwidth, fdm
                                  spectral_efficiency)
 
 __all__ = ["LinkBudget", "LinkReport", "broadcast_cost", "channel_gains", "client_distances", "compute_cost",
-           "deliver", "delivery_probability", "disk_positions", "expected_deliver", "distances", "draw_snr", "fdma_bandwidth", "fdma_delays", "link_delay",
-           "mean_snr", "min_power", "ofdma_rate", "random_walk", "serve_links", "spectral_efficiency",
-           "trajectory"]
+           "deliver", "delivery_probability", "disk_positions", "distances", "draw_snr", "expected_deliver",
+           "fdma_bandwidth", "fdma_delays", "link_delay", "mean_snr", "min_power", "ofdma_rate", "random_walk",
+           "serve_links", "spectral_efficiency", "trajectory"]
