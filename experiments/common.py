@@ -8,24 +8,32 @@ import shutil
 import time
 from pathlib import Path
 
+import yaml
 from tqdm.auto import tqdm
 
 import jaxdfl
 
 
-def run_grid(config: str, variants: dict[str, list[str]], out_dir: Path, rounds: int | None = None) -> dict[str, dict]:
+def run_grid(config: str, variants: dict[str, list[str]], out_dir: Path, rounds: int | None = None,
+             seeds: list[int] | None = None) -> dict[str, dict]:
     """Run ``config`` once per variant (name → overrides) into ``out_dir/name``; reuse finished runs.
+
+    ``seeds`` (consecutive): every variant runs them all in one program (``replicas``); its summary then holds
+    each seed's numbers under ``"replicas"`` and their mean and ``"std"`` at the top.
 
     Returns name → ``{"summary": ..., "metrics": [...]}``.
     """
+    if seeds is not None and list(seeds) != list(range(seeds[0], seeds[0] + len(seeds))):
+        raise SystemExit(f"--seeds must be consecutive (they run as replicas of one program), got {seeds}")
+    replicas = [] if seeds is None else [f"seed={seeds[0]}", f"replicas={len(seeds)}"]
     results = {}
     for name, overrides in tqdm(variants.items(), desc=f"{config} runs", unit="run"):
-        overrides = list(overrides) + ([f"rounds={rounds}"] if rounds else [])
+        overrides = list(overrides) + ([f"rounds={rounds}"] if rounds else []) + replicas
         run_dir = out_dir / name
-        if (run_dir / "summary.json").exists() and \
-                json.loads((run_dir / "summary.json").read_text())["rounds"] == (rounds or jaxdfl.load_config(config).rounds):
-            summary = json.loads((run_dir / "summary.json").read_text())
-        else:
+        wanted = jaxdfl.load_config(config, overrides).to_dict()
+        done = (run_dir / "summary.json").exists() and (run_dir / "config.yaml").exists()
+        summary = json.loads((run_dir / "summary.json").read_text()) if done else {}
+        if summary.get("status") != "finished" or yaml.safe_load((run_dir / "config.yaml").read_text()) != wanted:
             if run_dir.exists():
                 shutil.rmtree(run_dir)
             summary, _ = jaxdfl.run(config, overrides, out=run_dir, progress=False)

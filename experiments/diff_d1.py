@@ -55,12 +55,12 @@ def main():
         rows["learned"].append({"seed": seed, "own": run["own_task_accuracy"], "mean": run["final_accuracy"],
                                 **summary["design"]})
         learned_curves.append([json.loads(line) for line in (folder / "learn.jsonl").read_text().splitlines()])
-        variants = {f"{name}-seed{seed}": [*o, f"seed={seed}"] for name, o in BASELINES.items()}
-        results = run_grid(CONFIG, variants, out / "d1" / "baselines")
-        for name in BASELINES:
-            res = results[f"{name}-seed{seed}"]["summary"]
-            sim = jaxdfl.build_simulation(jaxdfl.load_config(CONFIG, [*BASELINES[name], f"seed={seed}"]))
-            rows[name].append({"seed": seed, "own": res["own_task_accuracy"], "mean": res["final_accuracy"],
+    results = run_grid(CONFIG, {name: list(o) for name, o in BASELINES.items()}, out / "d1" / "baselines",
+                       seeds=args.seeds)  # every baseline's seeds as replicas of one program
+    for name in BASELINES:
+        for res in results[name]["summary"]["replicas"]:
+            sim = jaxdfl.build_simulation(jaxdfl.load_config(CONFIG, [*BASELINES[name], f"seed={res['seed']}"]))
+            rows[name].append({"seed": res["seed"], "own": res["own_task_accuracy"], "mean": res["final_accuracy"],
                                **design_stats(sim, sim.topology.mixing(0))})
 
     table = []

@@ -151,6 +151,8 @@ class Config:
     VARIANTS: ClassVar[dict] = {"method": METHODS}
 
     seed: int = 0
+    # run this many independent seeds (seed, seed + 1, ...) as one more vmapped axis of one program
+    replicas: int = 1
     rounds: int = 30
     num_devices: int = 8
     local_steps: int = 5
@@ -177,7 +179,7 @@ class Config:
 
     def __post_init__(self):
         require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
-        for key in ("rounds", "num_devices", "local_steps", "batch_size", "eval_every"):
+        for key in ("replicas", "rounds", "num_devices", "local_steps", "batch_size", "eval_every"):
             require(getattr(self, key) >= 1, key, f"must be >= 1, got {getattr(self, key)}")
         require(self.checkpoint_every >= 0, "checkpoint_every", f"must be >= 0, got {self.checkpoint_every}")
         for key in ("device_chunk", "eval_devices"):

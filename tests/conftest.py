@@ -32,10 +32,10 @@ def small_config():
 
 def patch_build(monkeypatch, change):
     """Make ``jaxdfl.run`` pass the Simulation it builds through ``change(sim) -> sim``."""
-    from jaxdfl.sim import run as run_module
+    from jaxdfl.sim import replicas
 
-    real = run_module.build_simulation
-    monkeypatch.setattr(run_module, "build_simulation", lambda cfg, **kwargs: change(real(cfg, **kwargs)))
+    real = replicas.build_simulation
+    monkeypatch.setattr(replicas, "build_simulation", lambda cfg, *args, **kwargs: change(real(cfg, *args, **kwargs)))
 
 
 def interrupt_before_round(r: int):

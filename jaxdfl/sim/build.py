@@ -63,6 +63,7 @@ class Simulation(NamedTuple):
     base_accuracy_fn: Callable
     sparse_mixing: bool = False  # rounds mix over the topology's neighbour lists (topology.mixing_form)
     evaluated: np.ndarray | None = None  # the devices evaluate_fn scores ([N]; None: every device)
+    evaluate: Callable | None = None  # make_evaluate's function, unjitted (replicas vmap it)
 
     def inputs(self, start: int, stop: int, dense: bool = False) -> RoundInputs:
         """The inputs of rounds ``start..stop-1``, stacked ``[R, ...]``, as the topology and network plan them;
@@ -211,12 +212,15 @@ def evaluation_sample(cfg: Config) -> np.ndarray | None:
     return np.sort(rng.choice(cfg.num_devices, cfg.eval_devices, replace=False)).astype(np.int32)
 
 
-def build_simulation(cfg: Config, status: Callable[[str], None] = lambda message: None) -> Simulation:
+def build_simulation(cfg: Config, status: Callable[[str], None] = lambda message: None,
+                     loaded: tuple[Model, dict] | None = None) -> Simulation:
     """Load the model and data, build the method, topology and the jitted programs for ``cfg``; ``status``
-    hears what is being done (for a command line that should never be silent)."""
+    hears what is being done (for a command line that should never be silent). ``loaded``: the model and
+    its weights, already loaded (replicas share them)."""
     data_lib.check(cfg.data)
-    status(f"jaxdfl: loading the model ({cfg.model.name}: {cfg.model.checkpoint})…")
-    model, base = load_model(cfg.model, cfg.seed)
+    if loaded is None:
+        status(f"jaxdfl: loading the model ({cfg.model.name}: {cfg.model.checkpoint})…")
+    model, base = loaded or load_model(cfg.model, cfg.seed)
     layers = adapted_layers(model, cfg.model.adapt)
     controller = build_controller(cfg, layers) if cfg.control.name != "none" else None
     method_cfg = cfg.method if controller is None else at_rank(cfg.method, controller.rank)
@@ -288,4 +292,4 @@ def build_simulation(cfg: Config, status: Callable[[str], None] = lambda message
                       init_fn, make_round, round_step,
                       lambda state, inputs: scanned(state, device, inputs),
                       functools.partial(evaluate_fn, device=device, test=test),
-                      functools.partial(base_accuracy_fn, device.base, test=test), sparse, evaluated)
+                      functools.partial(base_accuracy_fn, device.base, test=test), sparse, evaluated, evaluate)

@@ -14,45 +14,22 @@ from datetime import datetime
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 from tqdm.auto import tqdm
 
 from jaxdfl.config import Config, load_config, resolve_path
 from jaxdfl.errors import Diverged, Interrupted, UserError, warn
-from jaxdfl.sim.build import Simulation, build_simulation
 from jaxdfl.sim.checkpoint import Checkpointer
+from jaxdfl.sim.replicas import Single, build_runner, merged
 from jaxdfl.sim.run_folder import RunFolder, strict
 from jaxdfl.sim.schedule import segments
 from jaxdfl.sim.state import SimState
-from jaxdfl.sim.summary import accuracy_record, num_clusters, summarize
 from jaxdfl.sim.writers import make_writers
-from jaxdfl.topology import drop_senders
 
 
 def default_out_dir(source) -> Path:
     name = "custom" if not isinstance(source, (str, Path)) and source is not None else (
         resolve_path(source or "quickstart").stem)
     return Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
-
-
-def stored_after(sim: Simulation, round_: int) -> float:
-    """The topology's ``stored`` flag once round ``round_`` (0-based) is done: 1.0 when devices hold the
-    experts of other clusters (for evaluation)."""
-    return float(sim.topology.control(round_ + 1).stored)
-
-
-def _round_records(metrics: dict, rounds: range, w: np.ndarray, clusters) -> list[dict]:
-    """One record per round from the scanned program's stacked metrics (``[R]`` scalars are logged; per-device
-    arrays such as ``device_loss`` are not), plus the number of clusters of each round's planned graph."""
-    scalars = {k: np.asarray(v) for k, v in metrics.items() if np.ndim(v) == 1}
-    records = []
-    for i, r in enumerate(rounds):
-        record = {"round": r + 1, **{k: v[i].item() for k, v in scalars.items()}}
-        if clusters is not None:
-            record["num_clusters"] = clusters(jax.tree.map(lambda a: a[i], w))
-        records.append(record)
-    return records
 
 
 @contextmanager
@@ -76,14 +53,6 @@ def _graceful_stop(say):
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-
-
-def _evaluate(sim: Simulation, state: SimState, round_: int) -> np.ndarray:
-    """``[M, T]`` accuracies after round ``round_`` (0-based), with dropped devices out of everyone's experts."""
-    w = jax.tree.map(jnp.asarray, sim.mixing(round_))
-    if state.alive is not None:
-        w = drop_senders(w, state.alive)
-    return np.asarray(sim.evaluate_fn(state, w, stored_after(sim, round_)))
 
 
 def run(config: str | Path | dict | Config | None = None, overrides=(), out: str | Path | None = None,
@@ -119,11 +88,11 @@ def run(config: str | Path | dict | Config | None = None, overrides=(), out: str
         if resume and folder.saved_config() != cfg.to_dict():
             raise UserError(f"cannot resume: the config differs from the one saved in {folder.out / 'config.yaml'}")
         start = time.time()
-        sim = build_simulation(cfg, status=say)
+        runner = build_runner(cfg, status=say)
         if not resume:
             folder.start(cfg.to_dict())
         started = True
-        summary, state = _run_rounds(sim, folder, resume, progress, writers, say, start)
+        summary, state = _run_rounds(runner, folder, resume, progress, writers, say, start)
     except (Diverged, KeyboardInterrupt):
         folder.release()
         raise
@@ -136,11 +105,10 @@ def run(config: str | Path | dict | Config | None = None, overrides=(), out: str
     return summary, state
 
 
-def _run_rounds(sim: Simulation, folder: RunFolder, resume: bool, progress: bool, writer_names, say, start):
+def _run_rounds(sim: Single, folder: RunFolder, resume: bool, progress: bool, writer_names, say, start):
     cfg = sim.config
-    state = sim.init_fn(jax.random.fold_in(jax.random.key(cfg.seed), 0))
-    initial = accuracy_record(np.asarray(sim.base_accuracy_fn())[None], sim)  # every method starts at the base
-    clusters = num_clusters(sim.topology)
+    state = sim.init_state()
+    initial = sim.initial_record()
     checkpointer = Checkpointer(folder.out / "checkpoints")
     done = 0
     if resume:
@@ -164,17 +132,16 @@ def _run_rounds(sim: Simulation, folder: RunFolder, resume: bool, progress: bool
                 # is alive, and it belongs to rounds the metrics do not hold yet.
                 new_state, metrics = sim.run_rounds(state, inputs)
                 metrics = jax.device_get(metrics)
-                new = _round_records(metrics, range(first, stop), inputs.w, clusters)
+                new = sim.records(metrics, range(first, stop), inputs)
                 bad = [i for i, r in enumerate(new) if r["nonfinite_devices"]]
                 if bad and cfg.on_nonfinite == "stop":
-                    new, diverged = new[:bad[0] + 1], (first + bad[0] + 1, np.flatnonzero(~metrics["finite"][bad[0]]))
+                    new, diverged = new[:bad[0] + 1], (first + bad[0] + 1, sim.diverged_devices(metrics, bad[0]))
                 elif bad and not any(r.get("nonfinite_devices") for r in records):
                     warn(f"round {first + bad[0] + 1}: non-finite loss or adapter on "
                          f"{new[bad[0]]['nonfinite_devices']} device(s); on_nonfinite: {cfg.on_nonfinite} goes on")
                 if diverged is None and (stop % cfg.eval_every == 0 or stop == cfg.rounds):
-                    acc = _evaluate(sim, new_state, stop - 1)
-                    alive = None if new_state.alive is None else np.asarray(new_state.alive)
-                    new[-1] |= accuracy_record(acc, sim, alive)
+                    acc = sim.evaluate(new_state, stop - 1)
+                    new[-1] = merged(new[-1], sim.accuracy_record(acc, new_state))
                     postfix["acc"] = f"{new[-1]['accuracy']:.3f}"
                 for record in new:
                     record["wall_s"] = (time.time() - t0) / len(new)
@@ -218,8 +185,8 @@ def _run_rounds(sim: Simulation, folder: RunFolder, resume: bool, progress: bool
                               "saved_round": saved or 0, "error": message})
         raise Diverged(message)
     if acc is None:  # resumed at the very end: evaluate the restored state
-        acc = _evaluate(sim, state, cfg.rounds - 1)
-    summary = summarize(sim, state, records, initial, acc, time.time() - start) | _exact_match(sim, state)
+        acc = sim.evaluate(state, cfg.rounds - 1)
+    summary = sim.summarize(state, records, initial, acc, time.time() - start)
     folder.write_summary(strict(summary))
     from jaxdfl.plotting import plot_run
 
@@ -233,14 +200,3 @@ def _save_if_alive(checkpointer: Checkpointer, done: int, state: SimState) -> in
     if not any(leaf.is_deleted() for leaf in jax.tree.leaves(state)):
         checkpointer.save(done, state)
     return checkpointer.latest_round()
-
-
-def _exact_match(sim: Simulation, state: SimState) -> dict:
-    """Text runs: exact match of generated answers, adapted and base."""
-    if sim.data.test_examples is None:
-        return {}
-    from jaxdfl.sim.text_eval import exact_match_by_task
-
-    last = sim.config.rounds - 1
-    return {"exact_match": exact_match_by_task(sim, state, sim.topology.mixing(last), stored_after(sim, last)),
-            "initial_exact_match": exact_match_by_task(sim, None, None)}
