@@ -11,14 +11,29 @@ faster than the bisection), so each selection picks its implementation per backe
 ``lax.platform_dependent``; ``experiments/bench_topk.py`` measures all of them side by side.
 :func:`descending_rank` (the double argsort, exact with ties by position) is the reference the tests
 compare against.
+
+A Pallas kernel (:mod:`jaxdfl.sparse.topk_kernel`: the same bisection, each block of rows held in fast memory
+for all 31 rounds) can replace the sort and ``lax.top_k`` on CUDA GPUs (Triton lowering) and on TPU (Mosaic),
+but only when asked for: set ``JAXDFL_TOPK_KERNEL=pallas`` before importing jaxdfl (or :data:`KERNEL` to
+``"pallas"`` before the first trace: jitted functions keep the choice they were traced with). Without it, and
+always on CPU or for rows longer than ``topk_kernel.MAX_ROW``, the jnp versions above run. The Pallas path is
+tested in interpret mode on CPU; its GPU/TPU lowering has not been run yet (it was only compiled ahead of
+time, ``docs/benchmarks.md``) and its speed is unmeasured; ``experiments/bench_gpu.sh`` measures it.
 """
 
 from __future__ import annotations
 
 import math
+import os
 
 import jax
 import jax.numpy as jnp
+
+from jaxdfl.sparse import topk_kernel
+
+KERNEL = os.environ.get("JAXDFL_TOPK_KERNEL", "jnp")  # "pallas": the Pallas kernel on CUDA GPUs and TPUs
+if KERNEL not in ("jnp", "pallas"):
+    raise ValueError(f"JAXDFL_TOPK_KERNEL must be 'jnp' or 'pallas', got {KERNEL!r}")
 
 
 def descending_rank(x: jax.Array) -> jax.Array:
@@ -31,9 +46,18 @@ def mask_top_k(a: jax.Array, k) -> jax.Array:
     """Bool mask of the ``k`` largest entries along the last axis of a non-negative ``a`` ``[..., n]``
     (``k`` an int or ``[..., 1]`` ints in ``[0, n]``), ties kept by position: the same mask as
     ``descending_rank(a) < k``. On CPU by bisection, elsewhere by sorting (the faster of the two on each,
-    ``docs/benchmarks.md``)."""
+    ``docs/benchmarks.md``), or with :data:`KERNEL` = ``"pallas"`` by the Pallas kernel on GPU and TPU."""
     k = jnp.asarray(k, jnp.int32)
-    return jax.lax.platform_dependent(a, k, cpu=_mask_by_bisection, default=lambda a, k: descending_rank(a) < k)
+    return jax.lax.platform_dependent(a, k, cpu=_mask_by_bisection, default=lambda a, k: descending_rank(a) < k,
+                                      **_pallas_branches(topk_kernel.mask_top_k_pallas, a.shape[-1]))
+
+
+def _pallas_branches(kernel, n: int) -> dict:
+    """``platform_dependent`` branches running ``kernel`` on GPU and TPU, if :data:`KERNEL` asks for them
+    and a row of ``n`` entries fits one block; else none."""
+    if KERNEL != "pallas" or not topk_kernel.fits(n):
+        return {}
+    return {"cuda": lambda *args: kernel(*args, platform="gpu"), "tpu": lambda *args: kernel(*args, platform="tpu")}
 
 
 def _mask_by_bisection(a: jax.Array, k: jax.Array) -> jax.Array:
@@ -64,12 +88,17 @@ def kth_largest(x: jax.Array, k) -> jax.Array:
     """The ``k``-th largest value along the last axis of a non-negative ``x`` ``[..., n]``, shape ``[..., 1]``
     (``k`` an int or ``[..., 1]`` ints, possibly traced, ``1 ≤ k ≤ n``; for k = 0 the result is +inf).
     ``x >= result`` keeps the top k (and any entries tied with the k-th). On CPU, or for a traced k, by
-    bisection; elsewhere, for a Python int k, ``lax.top_k`` (the faster of the two on each).
+    bisection; elsewhere, for a Python int k, ``lax.top_k`` (the faster of the two on each); with
+    :data:`KERNEL` = ``"pallas"``, the Pallas kernel on GPU and TPU.
     """
-    if isinstance(k, int) and k >= 1:
-        top = lambda x: jax.lax.top_k(x.astype(jnp.float32), k)[0][..., -1:]  # noqa: E731
-        return jax.lax.platform_dependent(x, cpu=lambda x: _bisect(x, k), default=top)
-    return _bisect(x, k)
+    pallas = _pallas_branches(topk_kernel.kth_largest_pallas, x.shape[-1])
+    if isinstance(k, int) and k >= 1:  # lax.top_k needs k static: the branch keeps the int, ignores its array
+        default = lambda x, _: jax.lax.top_k(x.astype(jnp.float32), k)[0][..., -1:]  # noqa: E731
+    elif pallas:
+        default = _bisect
+    else:
+        return _bisect(x, k)
+    return jax.lax.platform_dependent(x, jnp.asarray(k, jnp.int32), cpu=_bisect, default=default, **pallas)
 
 
 def _bisect(x: jax.Array, k) -> jax.Array:
