@@ -79,6 +79,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default=None, help="output folder (default: runs/<config>-<timestamp>)")
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--local-processes", type=int, default=1, metavar="N",
+                     help="run as N cooperating JAX processes on this machine (multi-host, tested on one host)")
     run.add_argument("--log", action="append", default=[], choices=("tensorboard", "wandb"),
                      help="also write metrics to TensorBoard or Weights & Biases (extras; repeatable)")
     run.add_argument("--check", action="store_true",
@@ -98,15 +100,36 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _without_local_processes(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--local-processes":
+            skip = True
+        elif not arg.startswith("--local-processes="):
+            out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
     except SystemExit as done:  # --help, or a command-line mistake already printed
         return done.code if isinstance(done.code, int) else 2
-    if os.environ.get("JAXDFL_DISTRIBUTED"):  # multi-host pods: one process per host (see tpu/README.md)
-        import jax
+    from jaxdfl.sim import processes
 
-        jax.distributed.initialize()
+    if getattr(args, "local_processes", 1) != 1 and not os.environ.get(processes.PROCESS_ID):
+        if not 1 <= args.local_processes <= 64:
+            print(f"jaxdfl: error: --local-processes {args.local_processes}: must be 1 to 64", file=sys.stderr)
+            return 2
+        from jaxdfl.sim.run import default_out_dir
+
+        argv = _without_local_processes(sys.argv[1:] if argv is None else argv)
+        if not args.out:  # one folder for every process (a default name would carry each one's own timestamp)
+            argv += ["--out", str(default_out_dir(args.config))]
+        return processes.launch_local(argv, args.local_processes)
+    processes.initialize_from_env()  # a process of --local-processes, or of a pod (JAXDFL_DISTRIBUTED=1)
     from jaxdfl.errors import Diverged, Interrupted, UserError
 
     try:

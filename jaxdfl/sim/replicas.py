@@ -23,6 +23,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxdfl.sim.build import Simulation, build_simulation, load_model
 from jaxdfl.sim.mesh import DEVICE_AXIS, replicated
+from jaxdfl.sim.processes import to_host
 from jaxdfl.sim.round import DeviceData
 from jaxdfl.sim.run_folder import strict
 from jaxdfl.sim.state import RoundInputs, SimState
@@ -88,7 +89,7 @@ class Single:
         return np.asarray(self.sim.evaluate_fn(state, w, stored_after(self.sim, round_)))
 
     def accuracy_record(self, acc: np.ndarray, state: SimState) -> dict:
-        return accuracy_record(acc, self.sim, None if state.alive is None else np.asarray(state.alive))
+        return accuracy_record(acc, self.sim, to_host(state.alive))
 
     def summarize(self, state: SimState, records: list[dict], initial: dict, acc: np.ndarray, wall_s: float):
         return summarize(self.sim, state, records, initial, acc, wall_s) | _exact_match(self.sim, state)

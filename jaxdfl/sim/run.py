@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from jaxdfl.config import Config, load_config, resolve_path
 from jaxdfl.errors import Diverged, Interrupted, UserError, warn
 from jaxdfl.sim.checkpoint import Checkpointer
+from jaxdfl.sim.processes import is_primary
 from jaxdfl.sim.replicas import Single, build_runner, merged
 from jaxdfl.sim.run_folder import RunFolder, strict
 from jaxdfl.sim.schedule import segments
@@ -76,11 +77,13 @@ def run(config: str | Path | dict | Config | None = None, overrides=(), out: str
     Returns ``(summary, state)``: the dict written to ``summary.json`` and the final :class:`SimState`.
     Raises :class:`~jaxdfl.errors.Diverged` when ``on_nonfinite: stop`` ends the run.
     """
-    say = print if verbose else (lambda *args, **kwargs: None)
+    primary = is_primary()  # of a multi-process run (jaxdfl.sim.processes), only process 0 writes and talks
+    say = print if verbose and primary else (lambda *args, **kwargs: None)
+    progress, writers = progress and primary, writers if primary else ()
     cfg = load_config(config, overrides)
     if resume and out is None:
         raise UserError("resume needs the run's folder: pass out=DIR (CLI: --out DIR)")
-    folder = RunFolder(Path(out) if out is not None else default_out_dir(config))
+    folder = RunFolder(Path(out) if out is not None else default_out_dir(config), primary)
     make_writers(writers, folder.out, cfg.to_dict(), check_only=True)
     fresh = folder.claim(resume)
     resume, started = not fresh, False
@@ -124,7 +127,7 @@ def _run_rounds(sim: Single, folder: RunFolder, resume: bool, progress: bool, wr
     bar = tqdm(total=cfg.rounds, initial=done, desc="rounds", unit="round", disable=not progress, dynamic_ncols=True)
     postfix, acc, diverged = {}, None, None
     try:
-        with _graceful_stop(say) as stop_requested, folder.metrics.open("a") as jsonl:
+        with _graceful_stop(say) as stop_requested, folder.append_metrics() as jsonl:
             for first, stop in plan:
                 t0 = time.time()
                 inputs = sim.inputs(first, stop)
@@ -188,9 +191,10 @@ def _run_rounds(sim: Single, folder: RunFolder, resume: bool, progress: bool, wr
         acc = sim.evaluate(state, cfg.rounds - 1)
     summary = sim.summarize(state, records, initial, acc, time.time() - start)
     folder.write_summary(strict(summary))
-    from jaxdfl.plotting import plot_run
+    if folder.primary:
+        from jaxdfl.plotting import plot_run
 
-    plot_run(folder.out)
+        plot_run(folder.out)
     return summary, state
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from jaxdfl.errors import UserError, warn
+from jaxdfl.sim.processes import broadcast
 
 
 def check_writable(out: Path) -> None:
@@ -46,17 +47,23 @@ def strict(record: dict) -> dict:
 class RunFolder:
     """The output folder of one run, claimed with :meth:`claim` before anything is written in it."""
 
-    def __init__(self, out: Path):
+    def __init__(self, out: Path, primary: bool = True):
         self.out = Path(out)
         check_writable(self.out)
         self.metrics = self.out / "metrics.jsonl"
+        self.primary = primary  # only the primary process of a multi-process run writes (the others read)
         self._lock = None
         self._created = False
 
     def claim(self, resume: bool) -> bool:
         """Create the folder if needed and lock it; refuse a folder another process holds, and (unless
         ``resume``) one that already holds a run. Returns whether the run starts afresh: True unless resuming
-        a run that got as far as writing its config (one killed while it was building starts again)."""
+        a run that got as far as writing its config (one killed while it was building starts again). In a
+        multi-process run process 0 claims and tells the others."""
+        fresh = self._claim(resume) if self.primary else None
+        return broadcast(fresh)
+
+    def _claim(self, resume: bool) -> bool:
         self._created = not self.out.exists()
         try:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -92,7 +99,8 @@ class RunFolder:
         return yaml.safe_load((self.out / "config.yaml").read_text())
 
     def start(self, config: dict) -> None:
-        (self.out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        if self.primary:
+            (self.out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
     def read_metrics(self, upto_round: int) -> list[dict]:
         """The records of rounds ≤ ``upto_round`` (later ones belong to work a resume redoes); a last line cut
@@ -110,13 +118,21 @@ class RunFolder:
                 warn(f"{self.metrics}: the last line was cut short (a kill while writing); its round is redone")
         return [r for r in records if r["round"] <= upto_round]
 
+    def append_metrics(self):
+        """The metrics file opened for appending lines (the primary's; elsewhere a sink)."""
+        return self.metrics.open("a") if self.primary else open(os.devnull, "w")
+
     def rewrite_metrics(self, records: list[dict]) -> None:
+        if not self.primary:
+            return
         text = "".join(json.dumps(r, allow_nan=False) + "\n" for r in records)
         tmp = self.metrics.with_suffix(".jsonl.part")
         tmp.write_text(text)
         tmp.replace(self.metrics)  # atomic: a kill leaves the old file or the new one
 
     def write_summary(self, summary: dict) -> None:
+        if not self.primary:
+            return
         tmp = self.out / "summary.json.part"
         tmp.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
         tmp.replace(self.out / "summary.json")

@@ -11,6 +11,7 @@ from scipy.sparse.csgraph import connected_components
 
 from jaxdfl.metrics import projection_overlap
 from jaxdfl.sim.build import Simulation
+from jaxdfl.sim.processes import to_host
 from jaxdfl.sim.state import SimState
 from jaxdfl.topology import Neighbours
 
@@ -64,7 +65,7 @@ def summarize(sim: Simulation, state: SimState, records: list[dict], initial: di
               wall_s: float) -> dict:
     """What ``summary.json`` holds (the README lists every field)."""
     cfg, data = sim.config, sim.data
-    alive = None if state.alive is None else np.asarray(state.alive)
+    alive = to_host(state.alive)
     final = accuracy_record(final_acc, sim, alive)
     trainable = sim.trainable_params(state)
     uplink_total = float(sum(r["uplink_params"] for r in records))
@@ -95,6 +96,8 @@ def summarize(sim: Simulation, state: SimState, records: list[dict], initial: di
         "wall_s": wall_s,
         "status": "finished",
     }
+    if jax.process_count() > 1:
+        summary["processes"] = jax.process_count()  # the device axis spread over this many (jaxdfl.sim.processes)
     if alive is not None:
         summary["dropped_devices"] = np.flatnonzero(~alive).tolist()
     if sim.controller is not None:
