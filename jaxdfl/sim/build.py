@@ -275,7 +275,8 @@ def build_simulation(cfg: Config, status: Callable[[str], None] = lambda message
                                    batch_size=cfg.batch_size, reset_state=cfg.optimizer.reset_state,
                                    covariance=server and factors, collision=not server, channel=channel,
                                    controller=controller, device_chunk=cfg.device_chunk,
-                                   drop_nonfinite=cfg.on_nonfinite == "drop_device")
+                                   drop_nonfinite=cfg.on_nonfinite == "drop_device",
+                                   shifts=topology.shifts if sparse else None, mesh=mesh)
     round_step = make_round()
     scanned = jax.jit(functools.partial(run_rounds, round_step), out_shardings=(state_sharding, everywhere),
                       donate_argnums=0)

@@ -46,7 +46,8 @@ def finite_devices(loss: jax.Array, adapter) -> jax.Array:
 def make_round_step(objective: Objective, method: Method, optimizer, *, local_steps: int, batch_size: int,
                     reset_state: bool = False, covariance: bool = False, collision: bool = False,
                     channel: Channel | None = None, controller: ServerController | None = None,
-                    device_chunk: int = 0, drop_nonfinite: bool = False) -> Callable:
+                    device_chunk: int = 0, drop_nonfinite: bool = False, shifts: tuple[int, ...] | None = None,
+                    mesh=None) -> Callable:
     """``round_step(state, data: DeviceData, inputs: RoundInputs) -> (state, metrics)`` for all devices.
 
     Only the active devices (``inputs.active``, all when None) train and ``encode``, so an inactive device's
@@ -60,6 +61,9 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
     With ``drop_nonfinite``, a device whose loss or adapter turns non-finite in local training is dropped for
     good (``state.alive``): its adapter and optimizer state are zeroed, nobody receives from it again
     (:func:`drop_senders`), and the losses of devices still alive make ``train_loss``.
+
+    ``shifts``: W comes as neighbour lists of a circulant graph in shift order, mixed by shifts of the device
+    axis (``ppermute`` between the chips of ``mesh``; :mod:`jaxdfl.topology.circulant`).
 
     ``metrics`` (every entry a scalar unless noted; :func:`jaxdfl.sim.run.run` logs every scalar):
       ``train_loss`` mean local loss over active devices; ``device_loss`` ``[K]``; ``finite`` ``[M]`` bool
@@ -135,7 +139,7 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
         if channel is not None:  # the one-off setup part of a message is not bound by the round's Γ
             w, report = channel.apply(k_fade, w, message.bits - message.setup_bits, crossing, inputs.positions)
             metrics |= report
-        adapter = jax.vmap(method.merge, in_axes=(0, 0, None))(adapter, mix(w, message), control)
+        adapter = jax.vmap(method.merge, in_axes=(0, 0, None))(adapter, mix(w, message, shifts, mesh), control)
         transmits = heard(w) if sparse else heard(w) | jnp.any(crossing, axis=0)
         charged = lambda total, setup: jnp.sum(jnp.where(transmits, total - setup, 0) + setup)  # noqa: E731
         metrics |= {"train_loss": loss_mean, "device_loss": loss,

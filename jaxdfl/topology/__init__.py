@@ -14,6 +14,7 @@ import numpy as np
 from jaxdfl.core import RoundControl
 from jaxdfl.topology import graphs
 from jaxdfl.topology.agnes import agnes_clusters
+from jaxdfl.topology.circulant import RING_SHIFTS, in_shift_order
 from jaxdfl.topology.mixing import drop_senders, mix, mix_dense, mix_tree
 from jaxdfl.topology.neighbours import Neighbours, from_edges, isolated, to_dense, widen
 
@@ -38,6 +39,7 @@ class Topology(NamedTuple):
     control: Callable[[int], RoundControl] = lambda round_: RoundControl()
     labels: np.ndarray | None = None
     neighbours: Callable[[int], Neighbours] | None = None
+    shifts: tuple[int, ...] | None = None  # circulant graphs: column d of the lists is sender (i + shifts[d]) mod M
 
     @property
     def width(self) -> int | None:
@@ -62,7 +64,7 @@ def build_topology(topo_cfg, num_devices: int, data_sizes: np.ndarray, seed: int
         cached = functools.lru_cache(maxsize=1)(lambda block: draw(np.random.default_rng([seed, 2, block])))
         return lambda round_: cached(round_ // topo_cfg.resample_every if topo_cfg.resample_every else 0)
 
-    def sparse(lists: Callable[[int], Neighbours]) -> Topology:
+    def sparse(lists: Callable[[int], Neighbours], shifts: tuple[int, ...] | None = None) -> Topology:
         """A topology of neighbour lists whose ``mixing`` builds the dense W once per draw of the lists."""
         last: list = [None, None]  # the lists of the latest draw, and their dense W
 
@@ -72,14 +74,17 @@ def build_topology(topo_cfg, num_devices: int, data_sizes: np.ndarray, seed: int
                 last[:] = current, to_dense(current)
             return last[1]
 
-        return Topology(name, mixing, neighbours=lists)
+        return Topology(name, mixing, neighbours=lists, shifts=shifts)
 
     if name == "isolated":
         alone = isolated(m)
-        return sparse(lambda round_: alone)
+        return sparse(lambda round_: alone, (0,))
     if name == "ring":
         ring = weigh(graphs.ring_edges(m))
-        return sparse(lambda round_: ring)
+        if m < 3:  # two devices: the next and the previous one are the same
+            return sparse(lambda round_: ring)
+        ring = in_shift_order(ring, RING_SHIFTS)
+        return sparse(lambda round_: ring, RING_SHIFTS)
     if name == "kregular":
         return sparse(per_block(lambda rng: weigh(graphs.random_regular_edges(m, topo_cfg.degree, rng))))
     if name == "erdos_renyi":

@@ -8,11 +8,14 @@ sparse one a gather and a weighted sum (2·M·D·P). When the device axis is sha
 
 from __future__ import annotations
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
 
 from jaxdfl.core import Message, Mixed
+from jaxdfl.topology.circulant import roll_mix
 from jaxdfl.topology.neighbours import Neighbours, gather_mix
 
 
@@ -23,19 +26,25 @@ def mix_dense(w: jax.Array, tree):
     return jax.tree.map(lambda x: jnp.einsum("ij,j...->i...", w, x, precision=jax.lax.Precision.HIGHEST), tree)
 
 
-def mix_tree(w: jax.Array | Neighbours, tree):
-    """``y_i = Σ_j W_ij x_j`` for every leaf ``[M, ...]``, with W dense or as neighbour lists."""
+def mix_tree(w: jax.Array | Neighbours, tree, shifts: tuple[int, ...] | None = None, mesh=None):
+    """``y_i = Σ_j W_ij x_j`` for every leaf ``[M, ...]``, with W dense or as neighbour lists; lists of a
+    circulant graph with their ``shifts`` (columns in shift order) mix by shifts, over ``mesh`` by
+    ``ppermute`` (:mod:`jaxdfl.topology.circulant`)."""
+    if isinstance(w, Neighbours) and shifts is not None:
+        return roll_mix(shifts, w.weight, tree, mesh)
     return gather_mix(w, tree) if isinstance(w, Neighbours) else mix_dense(w, tree)
 
 
-def mix(w: jax.Array | Neighbours, message: Message) -> Mixed:
-    """Mix every device's message. Sparse messages are normalised per entry by the mixed mask mass
-    ``Σ_j W_ij m_j``, so entries a neighbour did not send do not shrink the average; where no one sent an
-    entry the value is 0 and ``mass`` is 0 (the method's ``merge`` decides what to keep there)."""
+def mix(w: jax.Array | Neighbours, message: Message, shifts: tuple[int, ...] | None = None, mesh=None) -> Mixed:
+    """Mix every device's message (``shifts``, ``mesh``: see :func:`mix_tree`). Sparse messages are
+    normalised per entry by the mixed mask mass ``Σ_j W_ij m_j``, so entries a neighbour did not send do not
+    shrink the average; where no one sent an entry the value is 0 and ``mass`` is 0 (the method's ``merge``
+    decides what to keep there)."""
+    mix_tree_ = functools.partial(mix_tree, shifts=shifts, mesh=mesh)
     if message.mask is None:
-        return Mixed(mix_tree(w, message.values), None)
-    num = mix_tree(w, jax.tree.map(lambda v, m: v * m, message.values, message.mask))
-    mass = mix_tree(w, message.mask)
+        return Mixed(mix_tree_(w, message.values), None)
+    num = mix_tree_(w, jax.tree.map(lambda v, m: v * m, message.values, message.mask))
+    mass = mix_tree_(w, message.mask)
     values = jax.tree.map(lambda n, s: jnp.where(s > 0, n / jnp.where(s > 0, s, 1.0), 0.0), num, mass)
     return Mixed(values, mass)
 
