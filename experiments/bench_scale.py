@@ -64,7 +64,7 @@ def mixing_alone(sizes: list[int], widths: list[int], repeats: int = 3) -> list[
     return rows
 
 
-def one_case(topology: str, devices: int, form: str, rounds: int, chunk: int = 0) -> dict:
+def one_case(topology: str, devices: int, form: str, rounds: int, chunk: int = 0, extra=()) -> dict:
     import jax
 
     from jaxdfl import build_simulation, load_config
@@ -74,7 +74,7 @@ def one_case(topology: str, devices: int, form: str, rounds: int, chunk: int = 0
              ["topology.name=erdos_renyi", f"topology.edge_prob={8 / (devices - 1)}"])
     cfg = load_config(None, [f"num_devices={devices}", "method.rank=4", "local_steps=5", "batch_size=8",
                              "data.partition=iid", "data.examples_per_device=8", f"topology.mixing_form={form}",
-                             f"device_chunk={chunk if 0 < chunk < devices else 0}", *graph])
+                             f"device_chunk={chunk if 0 < chunk < devices else 0}", *graph, *extra])
     sim = build_simulation(cfg)
     t = time.perf_counter()  # the topology built and round 0 drawn anew, in the form the rounds use
     fresh = build_topology(cfg.topology, devices, sim.data.n, cfg.seed)
@@ -93,10 +93,11 @@ def one_case(topology: str, devices: int, form: str, rounds: int, chunk: int = 0
         jax.block_until_ready((state, metrics))
         times.append(time.perf_counter() - t)
     round_s = sorted(times)[len(times) // 2]
-    return {"topology": topology, "devices": devices, "form": form, "sparse_used": sim.sparse_mixing,
+    return {"topology": topology, "devices": devices, "form": form, "overrides": " ".join(extra),
+            "sparse_used": sim.sparse_mixing,
             "backend": jax.default_backend(),
             "draw_s": draw_s, "compile_s": compile_s, "round_s": round_s,
-            "device_steps_per_s": devices * 5 / round_s,
+            "device_steps_per_s": devices * cfg.local_steps / round_s,
             "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # host memory
             "accelerator_peak_mib": ((jax.devices()[0].memory_stats() or {}).get("peak_bytes_in_use", 0)) / 2**20}
 
@@ -111,10 +112,13 @@ def main():
     parser.add_argument("--chunk", type=int, default=0, help="device_chunk for device counts above it")
     parser.add_argument("--mix-sizes", type=int, nargs="*", default=[1024, 4096],
                         help="device counts of the mixing-alone part (none: skip it)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="config overrides for every whole-round case (e.g. optimizer.name=sgd)")
     parser.add_argument("--case", nargs=3, metavar=("TOPOLOGY", "DEVICES", "FORM"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
-        print(json.dumps(one_case(args.case[0], int(args.case[1]), args.case[2], args.rounds, args.chunk)))
+        print(json.dumps(one_case(args.case[0], int(args.case[1]), args.case[2], args.rounds, args.chunk,
+                                  args.overrides)))
         return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -125,7 +129,8 @@ def main():
         for devices in args.devices:
             for form in ("sparse", "dense") if devices <= args.dense_max else ("sparse",):
                 done = subprocess.run([sys.executable, __file__, "--case", topology, str(devices), form,
-                                       "--rounds", str(args.rounds), "--chunk", str(args.chunk)],
+                                       "--rounds", str(args.rounds), "--chunk", str(args.chunk),
+                                       *[f"--set={o}" for o in args.overrides]],
                                       capture_output=True, text=True)
                 if done.returncode:
                     print(f"{topology} {devices} {form}: failed\n{done.stderr[-2000:]}", flush=True)

@@ -20,9 +20,11 @@ from jaxdfl.models import Model, adapted_layers, bundled_weights_path, from_pret
 from jaxdfl.models.model import tiny_vit_model
 from jaxdfl.network.d2d import LinkBudget, trajectory
 from jaxdfl.sim.evaluate import TestSets, make_evaluate, task_accuracies
+from jaxdfl.sim.layout import SPARSE_BELOW, evaluation_sample, padded_devices, sparse_mixing  # noqa: F401
 from jaxdfl.sim.mesh import make_mesh, replicated, sharded
 from jaxdfl.sim.objective import Objective, choice_likelihood, classification
 from jaxdfl.sim.optimizer import make_optimizer
+from jaxdfl.sim.padding import pad_mixing, pad_rows
 from jaxdfl.network.channels import Channel
 from jaxdfl.sim.round import DeviceData, make_round_step, run_rounds
 from jaxdfl.sim.schedule import round_inputs
@@ -64,16 +66,19 @@ class Simulation(NamedTuple):
     sparse_mixing: bool = False  # rounds mix over the topology's neighbour lists (topology.mixing_form)
     evaluated: np.ndarray | None = None  # the devices evaluate_fn scores ([N]; None: every device)
     evaluate: Callable | None = None  # make_evaluate's function, unjitted (replicas vmap it)
+    padded: int = 0  # M' > M: the device axis holds inert devices after the real ones (jaxdfl.sim.padding)
 
     def inputs(self, start: int, stop: int, dense: bool = False) -> RoundInputs:
         """The inputs of rounds ``start..stop-1``, stacked ``[R, ...]``, as the topology and network plan them;
         W in the form the round program uses (``dense``: always the ``[M, M]`` matrix)."""
         key = jax.random.fold_in(jax.random.key(self.config.seed), 1)
-        return round_inputs(self.topology, self.positions, key, start, stop, self.sparse_mixing and not dense)
+        inputs = round_inputs(self.topology, self.positions, key, start, stop, self.sparse_mixing and not dense)
+        return inputs._replace(w=pad_mixing(inputs.w, self.padded)) if self.padded else inputs
 
     def mixing(self, round_: int):
         """Round ``round_``'s W in the form the round program uses."""
-        return self.topology.neighbours(round_) if self.sparse_mixing else self.topology.mixing(round_)
+        w = self.topology.neighbours(round_) if self.sparse_mixing else self.topology.mixing(round_)
+        return pad_mixing(w, self.padded) if self.padded else w
 
     def round_fn(self, state: SimState, w, key, active=None, control: RoundControl | dict | None = None,
                  positions=None):
@@ -90,7 +95,8 @@ class Simulation(NamedTuple):
 
     def trainable_params(self, state: SimState) -> float:
         """Trained parameters per device (the mean over devices; masked entries only, once masks are fixed)."""
-        return float(jnp.mean(jax.vmap(functools.partial(trained_params, self.method))(state.adapter)))
+        counts = jax.vmap(functools.partial(trained_params, self.method))(state.adapter)
+        return float(jnp.mean(counts[:self.config.num_devices]))  # the real devices (not the inert padding)
 
     @property
     def base(self) -> Any:
@@ -181,37 +187,6 @@ def check_method_fits(method_cfg, layers: dict[str, tuple[int, int]], num_device
              "same as moe_top_k: 0 (sum every expert)")
 
 
-# Sparse mixing is chosen when each device averages at most this share of all devices: where the gather
-# loop and the dense product cost the same (experiments/bench_scale.py, "mixing alone"): D ≈ M/35 on this
-# CPU at 1,024 and 4,096 devices; on an H200 D ≈ M/200 at 4,096 and M/80 at 16,384 (the einsum runs near
-# peak there). TPUs were not measured and take the GPU's rule.
-SPARSE_BELOW = {"cpu": 1 / 32, "accelerator": 1 / 256}
-
-
-def sparse_mixing(cfg: Config, topology: Topology, method: Method, channel: Channel | None) -> bool:
-    """Whether rounds mix over neighbour lists (``topology.mixing_form``). Needs a topology that has them,
-    and neither a wireless channel nor a mixture of experts (both read the whole ``[M, M]`` W)."""
-    form = cfg.topology.mixing_form
-    why_dense = (f"has no neighbour lists (topology.name: {cfg.topology.name})" if topology.neighbours is None else
-                 "runs over a wireless channel (network.name: d2d)" if channel is not None else
-                 f"uses experts of every device it holds (method.name: {cfg.method.name})"
-                 if method.experts is not None else None)
-    if form == "sparse" and why_dense:
-        raise ConfigError(f"topology.mixing_form: sparse, but this run {why_dense}; use auto or dense")
-    if form == "auto":
-        share = SPARSE_BELOW["cpu" if jax.default_backend() == "cpu" else "accelerator"]
-        return why_dense is None and topology.width <= share * cfg.num_devices
-    return form == "sparse"
-
-
-def evaluation_sample(cfg: Config) -> np.ndarray | None:
-    """The devices evaluations score: a fixed random sample of ``eval_devices`` (sorted), or None for all."""
-    if not cfg.eval_devices or cfg.eval_devices >= cfg.num_devices:
-        return None
-    rng = np.random.default_rng([cfg.seed, 5])
-    return np.sort(rng.choice(cfg.num_devices, cfg.eval_devices, replace=False)).astype(np.int32)
-
-
 def build_simulation(cfg: Config, status: Callable[[str], None] = lambda message: None,
                      loaded: tuple[Model, dict] | None = None) -> Simulation:
     """Load the model and data, build the method, topology and the jitted programs for ``cfg``; ``status``
@@ -230,10 +205,13 @@ def build_simulation(cfg: Config, status: Callable[[str], None] = lambda message
     status(f"jaxdfl: building the data ({cfg.data.name}, {len(cfg.data.tasks)} tasks, {cfg.num_devices} devices)…")
     data = data_lib.build(cfg.data, cfg.num_devices, cfg.seed, tokenizer=model.tokenizer)
     objective = make_objective(model, data, cfg.data.name)
-    mesh = make_mesh(cfg.num_devices)
+    m = padded_devices(cfg, method)  # the real devices, then inert ones up to a multiple of the chips
+    padded = m if m > cfg.num_devices else 0
+    mesh = make_mesh(m)
     on_devices, everywhere = sharded(mesh), replicated(mesh)
     device = DeviceData(*jax.device_put((base, data.pool_x, data.pool_y), everywhere),
-                        *jax.device_put((data.index, data.n), on_devices))
+                        *jax.device_put(pad_rows(data.index, data.n, m) if padded else (data.index, data.n),
+                                        on_devices))
     test = TestSets(*jax.device_put((data.test_x, data.test_y, data.test_n), everywhere))
     state_sharding = SimState(on_devices, on_devices, everywhere,
                               on_devices if cfg.on_nonfinite == "drop_device" else None)
@@ -247,12 +225,12 @@ def build_simulation(cfg: Config, status: Callable[[str], None] = lambda message
             device.base, device.x, device.index, device.n)
 
     def init_fn(key, stats):  # stats are an argument, not a constant XLA would try to fold
-        k_adapter = jax.random.split(key, cfg.num_devices)
-        if not method_cfg.per_device_init:
-            k_adapter = jnp.broadcast_to(jax.random.fold_in(key, 0), (cfg.num_devices,))
+        k_adapter = jax.random.split(key, m)  # the real devices' keys do not depend on m (threefry is
+        if not method_cfg.per_device_init:  # partitionable: a split's first keys are those of a shorter split)
+            k_adapter = jnp.broadcast_to(jax.random.fold_in(key, 0), (m,))
         adapter = jax.vmap(lambda k, s: method.init(k, layers, s))(k_adapter, stats)
         queue = () if controller is None else initial_queue()
-        alive = jnp.ones(cfg.num_devices, bool) if cfg.on_nonfinite == "drop_device" else None
+        alive = jnp.ones(m, bool) if cfg.on_nonfinite == "drop_device" else None
         return SimState(adapter, jax.vmap(optimizer.init)(adapter.params), queue, alive)
 
     init_fn = functools.partial(jax.jit(init_fn, out_shardings=state_sharding), stats=stats)
@@ -276,13 +254,14 @@ def build_simulation(cfg: Config, status: Callable[[str], None] = lambda message
                                    covariance=server and factors, collision=not server, channel=channel,
                                    controller=controller, device_chunk=cfg.device_chunk,
                                    drop_nonfinite=cfg.on_nonfinite == "drop_device",
-                                   shifts=topology.shifts if sparse else None, mesh=mesh)
+                                   shifts=topology.shifts if sparse and not padded else None, mesh=mesh,
+                                   real=cfg.num_devices if padded else None)
     round_step = make_round()
     scanned = jax.jit(functools.partial(run_rounds, round_step), out_shardings=(state_sharding, everywhere),
                       donate_argnums=0)
     evaluate = make_evaluate(objective, method, cfg.device_chunk)
     # Under a server every device holds the same global model after merging: evaluate one copy of it.
-    evaluated = None if server else evaluation_sample(cfg)
+    evaluated = None if server else evaluation_sample(cfg, bool(padded))
     evaluate_fn = jax.jit(lambda state, w, stored=0.0, *, device, test: evaluate(
         state.adapter, device.base, test, w, stored, np.zeros(1, np.int32) if server else evaluated),
         out_shardings=everywhere)
@@ -293,4 +272,4 @@ def build_simulation(cfg: Config, status: Callable[[str], None] = lambda message
                       init_fn, make_round, round_step,
                       lambda state, inputs: scanned(state, device, inputs),
                       functools.partial(evaluate_fn, device=device, test=test),
-                      functools.partial(base_accuracy_fn, device.base, test=test), sparse, evaluated, evaluate)
+                      functools.partial(base_accuracy_fn, device.base, test=test), sparse, evaluated, evaluate, padded)

@@ -11,7 +11,8 @@ DEVICE_AXIS = "devices"
 
 
 def make_mesh(num_sim_devices: int) -> jax.sharding.Mesh:
-    """A 1-D mesh over as many accelerators as evenly divide the simulated devices (gcd), so each chip holds
+    """A 1-D mesh over as many accelerators as evenly divide the simulated devices (gcd; the caller pads the
+    device axis to a multiple of the chip count where it can, :mod:`jaxdfl.sim.padding`), so each chip holds
     ``num_sim_devices / n`` simulated devices. Auto axis types: XLA propagates the sharding through the
     vmapped round and inserts the collectives the mixing einsum needs."""
     n = math.gcd(num_sim_devices, jax.device_count())

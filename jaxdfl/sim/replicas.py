@@ -23,6 +23,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxdfl.sim.build import Simulation, build_simulation, load_model
 from jaxdfl.sim.mesh import DEVICE_AXIS, replicated
+from jaxdfl.sim.padding import real_part
 from jaxdfl.sim.processes import to_host
 from jaxdfl.sim.round import DeviceData
 from jaxdfl.sim.run_folder import strict
@@ -41,12 +42,13 @@ def round_records(sim: Simulation, metrics: dict, rounds: range, w) -> list[dict
     """One record per round from the scanned program's stacked metrics (``[R]`` scalars are logged; per-device
     arrays such as ``device_loss`` are not), plus the number of clusters of each round's planned graph."""
     clusters = num_clusters(sim.topology)
+    m = sim.config.num_devices  # the real devices' part of a padded W (jaxdfl.sim.padding)
     scalars = {k: np.asarray(v) for k, v in metrics.items() if np.ndim(v) == 1}
     records = []
     for i, r in enumerate(rounds):
         record = {"round": r + 1, **{k: v[i].item() for k, v in scalars.items()}}
         if clusters is not None:
-            record["num_clusters"] = clusters(jax.tree.map(lambda a: a[i], w))
+            record["num_clusters"] = clusters(real_part(jax.tree.map(lambda a: a[i], w), m))
         records.append(record)
     return records
 
@@ -89,7 +91,7 @@ class Single:
         return np.asarray(self.sim.evaluate_fn(state, w, stored_after(self.sim, round_)))
 
     def accuracy_record(self, acc: np.ndarray, state: SimState) -> dict:
-        return accuracy_record(acc, self.sim, to_host(state.alive))
+        return accuracy_record(acc, self.sim, None if state.alive is None else to_host(state.alive))
 
     def summarize(self, state: SimState, records: list[dict], initial: dict, acc: np.ndarray, wall_s: float):
         return summarize(self.sim, state, records, initial, acc, wall_s) | _exact_match(self.sim, state)

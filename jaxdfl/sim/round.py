@@ -47,7 +47,7 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
                     reset_state: bool = False, covariance: bool = False, collision: bool = False,
                     channel: Channel | None = None, controller: ServerController | None = None,
                     device_chunk: int = 0, drop_nonfinite: bool = False, shifts: tuple[int, ...] | None = None,
-                    mesh=None) -> Callable:
+                    mesh=None, real: int | None = None) -> Callable:
     """``round_step(state, data: DeviceData, inputs: RoundInputs) -> (state, metrics)`` for all devices.
 
     Only the active devices (``inputs.active``, all when None) train and ``encode``, so an inactive device's
@@ -64,6 +64,9 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
 
     ``shifts``: W comes as neighbour lists of a circulant graph in shift order, mixed by shifts of the device
     axis (``ppermute`` between the chips of ``mesh``; :mod:`jaxdfl.topology.circulant`).
+
+    ``real``: only the first ``real`` devices are real; the rest are inert padding (:mod:`jaxdfl.sim.padding`,
+    W gives them only themselves): their state is kept as it was, and no metric counts them.
 
     ``metrics`` (every entry a scalar unless noted; :func:`jaxdfl.sim.run.run` logs every scalar):
       ``train_loss`` mean local loss over active devices; ``device_loss`` ``[K]``; ``finite`` ``[M]`` bool
@@ -113,18 +116,19 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
         finite = finite_devices(loss, adapter)
         if active is not None:
             finite = jnp.ones(m, bool).at[active].set(finite)
+        counts = jnp.ones(k, bool) if real is None or active is not None else jnp.arange(k) < real
         alive = state.alive
         if drop_nonfinite:  # a dropped device is zeroed (finite, inert: 0 × NaN would still be NaN) and unheard
             alive = alive & finite
             w = drop_senders(w, alive)
-            counted = alive if active is None else alive[active]
+            counted = (alive if active is None else alive[active]) & counts
             inert = lambda v: jnp.where(counted.reshape(-1, *[1] * (v.ndim - 1)), v, jnp.zeros_like(v))  # noqa: E731
             adapter, opt_state = jax.tree.map(inert, (adapter, opt_state))
             loss_mean = jnp.where(counted, loss, 0.0).sum() / jnp.maximum(counted.sum(), 1)
-            metrics["dropped_devices"] = (~alive).sum()
+            metrics["dropped_devices"] = (~alive[:real]).sum()
         else:
-            loss_mean = loss.mean()
-        metrics |= {"finite": finite, "nonfinite_devices": (~finite).sum()}
+            loss_mean = loss.mean() if real is None else jnp.where(counts, loss, 0.0).sum() / counts.sum()
+        metrics |= {"finite": finite[:real], "nonfinite_devices": (~finite[:real]).sum()}
         message, adapter = jax.vmap(method.encode, in_axes=(0, 0, 0, None))(
             adapter, part[0].params, jax.random.split(k_encode, k), control)
         if active is not None:  # scatter back; inactive devices send an all-zero message with zero weight
@@ -141,16 +145,22 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
             metrics |= report
         adapter = jax.vmap(method.merge, in_axes=(0, 0, None))(adapter, mix(w, message, shifts, mesh), control)
         transmits = heard(w) if sparse else heard(w) | jnp.any(crossing, axis=0)
-        charged = lambda total, setup: jnp.sum(jnp.where(transmits, total - setup, 0) + setup)  # noqa: E731
-        metrics |= {"train_loss": loss_mean, "device_loss": loss,
+        is_real = jnp.arange(m) < (m if real is None else real)
+        charged = lambda total, setup: jnp.sum(  # noqa: E731
+            jnp.where(transmits, total - setup, 0) + jnp.where(is_real, setup, 0))
+        if real is not None:  # the inert padding keeps its state: it never trains
+            keep = lambda new, old: jnp.where(is_real.reshape(-1, *[1] * (new.ndim - 1)), new, old)  # noqa: E731
+            adapter, opt_state = jax.tree.map(keep, (adapter, opt_state), (state.adapter, state.opt_state))
+        metrics |= {"train_loss": loss_mean, "device_loss": loss if active is not None else loss[:real],
                     "uplink_params": charged(message.count, message.setup_count),
                     "uplink_bits": charged(message.bits, message.setup_bits), "senders": transmits.sum()}
+        share = 1.0 if real is None else m / real  # an inert device hears only itself: it adds 0 to each mean
         if collision and message.mask is None:  # a dense message holds every position: a device's set
-            overlap = jnp.mean(num_linked(w) >= 2)  # collides everywhere once it holds two messages
+            overlap = jnp.mean(num_linked(w) >= 2) * share  # collides everywhere once it holds two messages
             metrics["collision_empirical"] = metrics["collision_analytic"] = overlap
         elif collision:
-            metrics["collision_empirical"] = neighbourhood_collision(w, message.mask)
-            metrics["collision_analytic"] = neighbourhood_collision_rate(w, message.mask)
+            metrics["collision_empirical"] = neighbourhood_collision(w, message.mask) * share
+            metrics["collision_analytic"] = neighbourhood_collision_rate(w, message.mask) * share
         if covariance:
             first = row(w, 0)
             metrics["covariance_fro"] = lora_covariance(trained, first if active is None else first[active])

@@ -65,7 +65,7 @@ def summarize(sim: Simulation, state: SimState, records: list[dict], initial: di
               wall_s: float) -> dict:
     """What ``summary.json`` holds (the README lists every field)."""
     cfg, data = sim.config, sim.data
-    alive = to_host(state.alive)
+    alive = None if state.alive is None else to_host(state.alive)[:cfg.num_devices]  # real devices, no padding
     final = accuracy_record(final_acc, sim, alive)
     trainable = sim.trainable_params(state)
     uplink_total = float(sum(r["uplink_params"] for r in records))
@@ -83,7 +83,7 @@ def summarize(sim: Simulation, state: SimState, records: list[dict], initial: di
         # memory: the frozen base is stored once; each simulated device adds its adapter and optimizer state
         "base_bytes": sum(leaf.nbytes for leaf in jax.tree.leaves(sim.base)),
         "state_bytes_per_device": sum(leaf.nbytes for leaf in jax.tree.leaves((state.adapter, state.opt_state)))
-        / cfg.num_devices,
+        / (sim.padded or cfg.num_devices),
         "uplink_params_total": uplink_total,
         "uplink_bits_total": float(sum(r["uplink_bits"] for r in records)),
         # what one sending device puts on the air in a round, as a share of the base model (Paper A Table I)
