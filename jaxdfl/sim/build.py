@@ -41,8 +41,9 @@ class Simulation(NamedTuple):
     Programs: ``init_fn(key) -> SimState``; ``run_rounds(state, inputs) -> (state, metrics)`` runs the rounds
     of :meth:`inputs` (stacked ``[R, ...]``) as one jitted scan, donating ``state``; ``round_step(state,
     device, inputs)`` is the same round unjitted and unstacked (to compose or differentiate);
-    ``evaluate_fn(state, w, stored=0.0) -> [M, T]`` (``[N, T]`` for the :attr:`evaluated` devices when
-    ``eval_devices`` samples them; ``[1, T]`` under a server: the global model);
+    ``evaluate_fn(state, w, stored=0.0, routing="mixture") -> [M, T]`` (``[N, T]`` for the :attr:`evaluated`
+    devices when ``eval_devices`` samples them; ``[1, T]`` under a server: the global model; ``routing``: see
+    :func:`~jaxdfl.sim.evaluate.make_evaluate`);
     ``base_accuracy_fn() -> [T]``, the frozen base alone.
     """
 
@@ -259,12 +260,12 @@ def build_simulation(cfg: Config, status: Callable[[str], None] = lambda message
     round_step = make_round()
     scanned = jax.jit(functools.partial(run_rounds, round_step), out_shardings=(state_sharding, everywhere),
                       donate_argnums=0)
-    evaluate = make_evaluate(objective, method, cfg.device_chunk)
+    evaluate = make_evaluate(objective, method, cfg.device_chunk, jnp.asarray(data.task_of_device))
     # Under a server every device holds the same global model after merging: evaluate one copy of it.
     evaluated = None if server else evaluation_sample(cfg, bool(padded))
-    evaluate_fn = jax.jit(lambda state, w, stored=0.0, *, device, test: evaluate(
-        state.adapter, device.base, test, w, stored, np.zeros(1, np.int32) if server else evaluated),
-        out_shardings=everywhere)
+    evaluate_fn = jax.jit(lambda state, w, stored=0.0, routing="mixture", *, device, test: evaluate(
+        state.adapter, device.base, test, w, stored, np.zeros(1, np.int32) if server else evaluated, routing),
+        static_argnames="routing", out_shardings=everywhere)
     # the frozen base alone: what every device answers before training (every method starts from a zero
     # delta), at 1/M of the cost of evaluate_fn
     base_accuracy_fn = jax.jit(functools.partial(task_accuracies, objective, hook=None), out_shardings=everywhere)

@@ -31,14 +31,27 @@ def task_accuracies(objective: Objective, base, hook, test: TestSets) -> jax.Arr
     return jax.lax.map(one_task, tuple(test))
 
 
-def make_evaluate(objective: Objective, method: Method, device_chunk: int = 0) -> Callable:
-    """``evaluate(adapter, base, test, w, stored=0.0, devices=None) -> accuracy [M, T]``: every device's model
-    on every task (:func:`task_accuracies`); with ``devices`` ``[N]`` only those devices' (``[N, T]``).
+ROUTINGS = ("mixture", "own", "oracle")
+
+
+def make_evaluate(objective: Objective, method: Method, device_chunk: int = 0,
+                  task_of_device=None) -> Callable:
+    """``evaluate(adapter, base, test, w, stored=0.0, devices=None, routing="mixture") -> accuracy [M, T]``:
+    every device's model on every task (:func:`task_accuracies`); with ``devices`` ``[N]`` only those
+    devices' (``[N, T]``).
 
     A method with an expert mixture answers with every expert a device holds
     (:func:`~jaxdfl.core.expert_views`): the devices it aggregates with under the planned mixing matrix ``w``
     ``[M, M]`` and, when ``stored`` is 1, the experts of the devices it gives zero weight (other clusters,
-    after an exchange). Other methods use each device's own adapter; ``w`` is then unused."""
+    after an exchange). Other methods use each device's own adapter; ``w`` is then unused.
+
+    ``routing`` (expert mixtures only; Paper A's claims need all three, ``docs/methods.md``):
+      ``"mixture"`` the inference the paper describes, A(24) with A(29), over every held expert;
+      ``"own"`` each device's own adapter alone (``method.delta``), no other expert;
+      ``"oracle"`` each test input of task t answered by the mixture of the held experts trained on task t
+      (``task_of_device`` ``[M]``), the ceiling any router could reach with these adapters; a device that
+      holds no expert of task t answers it with the base model.
+    """
 
     def one_device(shared, mine):
         base, test, experts = shared
@@ -46,13 +59,29 @@ def make_evaluate(objective: Objective, method: Method, device_chunk: int = 0) -
         view = None if view is None else view._replace(experts=experts)
         return task_accuracies(objective, base, adapter_hook(method, adapter, view), test)
 
-    every_device = over_devices(one_device, device_chunk)
+    def one_device_routed(shared, mine):
+        base, test, experts = shared
+        adapter, view = mine
+        view = view._replace(experts=experts)
 
-    def evaluate(adapter, base, test: TestSets, w, stored=0.0, devices=None):
+        def one_task(args):
+            x, y, n, t = args
+            of_task = (task_of_device == t).astype(view.held.dtype)
+            routed = view._replace(held=view.held * of_task, stored=view.stored * of_task)
+            correct = objective.scores(base, x, adapter_hook(method, adapter, routed)).argmax(-1) == y
+            return jnp.where(jnp.arange(y.shape[0]) < n, correct, False).sum() / n
+
+        return jax.lax.map(one_task, (*test, jnp.arange(test.n.shape[0])))
+
+    every_device = over_devices(one_device, device_chunk)
+    every_device_routed = over_devices(one_device_routed, device_chunk)
+
+    def evaluate(adapter, base, test: TestSets, w, stored=0.0, devices=None, routing: str = "mixture"):
         rows = (lambda tree: tree) if devices is None else (lambda tree: jax.tree.map(lambda a: a[devices], tree))
-        if method.experts is None:
+        if method.experts is None or routing == "own":
             return every_device((base, test, None), (rows(adapter), None))
         view = expert_views(jax.vmap(method.experts.expert)(adapter), w, stored)
-        return every_device((base, test, view.experts), rows((adapter, view._replace(experts=None))))
+        apply = every_device_routed if routing == "oracle" else every_device
+        return apply((base, test, view.experts), rows((adapter, view._replace(experts=None))))
 
     return evaluate

@@ -94,7 +94,22 @@ class Single:
         return accuracy_record(acc, self.sim, None if state.alive is None else to_host(state.alive))
 
     def summarize(self, state: SimState, records: list[dict], initial: dict, acc: np.ndarray, wall_s: float):
-        return summarize(self.sim, state, records, initial, acc, wall_s) | _exact_match(self.sim, state)
+        return (summarize(self.sim, state, records, initial, acc, wall_s) | self._routed(state)
+                | _exact_match(self.sim, state))
+
+    def _routed(self, state: SimState) -> dict:
+        """Expert mixtures: the final accuracy with each device's own adapter alone, and with oracle routing
+        (each task's inputs to the held experts trained on it), beside the mixture's ``final_accuracy``."""
+        sim = self.sim
+        if sim.method.experts is None or not (sim.data.task_of_device >= 0).all():
+            return {}
+        last = self.config.rounds - 1
+        w, stored = evaluation_mixing(sim, last, state.alive), stored_after(sim, last)
+        out = {}
+        for routing, key in (("own", "accuracy_own_adapter"), ("oracle", "accuracy_oracle_routing")):
+            record = self.accuracy_record(np.asarray(sim.evaluate_fn(state, w, stored, routing)), state)
+            out[key], out[f"per_task_{key}"] = record["accuracy"], record["per_task_accuracy"]
+        return out
 
 
 class Replicas(Single):
