@@ -194,10 +194,15 @@ def test_merge_masked_and_literal_and_the_exchange_snapshot():
     np.testing.assert_allclose(exchanged.memory.shared["l"], [[3.0], [0.0]])  # the snapshot B̄ ⊙ M
 
 
-@pytest.mark.parametrize("top_k", [0, 1, 3, 5])
-def test_implicit_moe_matches_dense_reference(top_k):
+@pytest.mark.parametrize("top_k, scope, weighting", [(0, "all", "sum"), (1, "all", "sum"), (3, "all", "sum"),
+                                                     (5, "all", "sum"), (1, "expert", "sum"), (1, "all", "mean"),
+                                                     (1, "expert", "mean")])
+def test_implicit_moe_matches_dense_reference(top_k, scope, weighting):
+    """A(24) and A(29) in each reading: top-k over every held expert's components or within each expert,
+    experts summed or weighted 1/|M|, against a per-example NumPy loop."""
     rank, experts_n = 2, 4
-    method = so_lora(rank=rank, alpha=4.0, density=0.5, top_k=top_k, refine="column")
+    method = so_lora(rank=rank, alpha=4.0, density=0.5, top_k=top_k, refine="column", moe_top_k_scope=scope,
+                     moe_weighting=weighting)
     keys = jax.random.split(jax.random.key(5), experts_n)
     states = jax.vmap(lambda k: method.init(k, LAYERS, _stats(k)))(keys)
     rng = np.random.default_rng(3)
@@ -222,13 +227,15 @@ def test_implicit_moe_matches_dense_reference(top_k):
     expected = np.zeros((7, 5))
     for row in range(7):
         z = np.stack([a[e] @ np.asarray(x[row]) * float(held[e] + stored[e]) for e in range(experts_n)])  # [E, r]
-        flat = z.reshape(-1)
-        if top_k:
+        groups = z if scope == "expert" else z.reshape(1, -1)  # where the top-k ranks components
+        kept = []
+        for flat in groups:
             keep = np.zeros_like(flat)
-            keep[np.argsort(-np.abs(flat), kind="stable")[:top_k]] = 1
-            flat = flat * keep
-        z = flat.reshape(z.shape)
-        expected[row] = 2.0 * sum(b[e] @ z[e] for e in range(experts_n))
+            keep[np.argsort(-np.abs(flat), kind="stable")[:top_k or len(flat)]] = 1
+            kept.append(flat * keep)
+        z = np.stack(kept).reshape(z.shape)
+        weight = 1.0 / 3 if weighting == "mean" else 1.0  # three experts held: itself, expert 2, stored 3
+        expected[row] = 2.0 * weight * sum(b[e] @ z[e] for e in range(experts_n))
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
     # only the device's own entries get a gradient
     grads = jax.grad(lambda p: method.experts.infer(me._replace(params=p), "l0", x, view).sum())(own)

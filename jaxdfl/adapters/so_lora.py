@@ -67,7 +67,8 @@ def so_lora(rank: int = 4, alpha: float = 8.0, a_std: float | None = None, *, de
             allocation: str = "entropy", temperature: float = 1.0, refine: str = "column", top_k: int | None = None,
             calib_rounds: int = 1, calib_examples: int = 64, aggregation: str = "masked", budget: str = "density",
             compute_max: float = 0.0, compute_per_param: float = 1.0, batch_size: int = 32,
-            bits_per_param: float = 32.0, train_with_experts: bool = False) -> Method:
+            bits_per_param: float = 32.0, train_with_experts: bool = False, moe_weighting: str = "sum",
+            moe_top_k_scope: str = "all") -> Method:
     """The SO-LoRA method (LoRI: ``allocation="uniform", refine="none", top_k=0``); the arguments are the
     keys of :class:`SoLoraConfig`, plus the mini-batch size and the bits per sent value."""
     scale = alpha / rank
@@ -156,8 +157,11 @@ def so_lora(rank: int = 4, alpha: float = 8.0, a_std: float | None = None, *, de
         if refine == "gate":
             z = z * jax.vmap(gate, in_axes=(0, None), out_axes=-1)(e["direction"], x)[..., None]
         z = z * jnp.maximum(view.held, view.stored)[:, None]
-        if k_moe:  # keep |z| ≥ its k-th largest value (exact up to ties of equal nonzero magnitude)
-            flat = jnp.abs(z.reshape(*z.shape[:-2], -1))
+        if k_moe and moe_top_k_scope == "expert":  # A(29) as written: top-k within each expert's r components
+            kth = kth_largest(jnp.abs(z), min(k_moe, z.shape[-1]))
+            z = jnp.where(jnp.abs(z) >= kth, z, 0.0)
+        elif k_moe:  # over all held experts' components together: keep |z| ≥ its k-th largest value (exact up
+            flat = jnp.abs(z.reshape(*z.shape[:-2], -1))  # to ties of equal nonzero magnitude)
             kth = kth_largest(flat, min(k_moe, flat.shape[-1]))
             z = jnp.where((flat >= kth).reshape(z.shape), z, 0.0)
         own = jax.nn.one_hot(view.index, view.held.shape[0])
@@ -166,6 +170,8 @@ def so_lora(rank: int = 4, alpha: float = 8.0, a_std: float | None = None, *, de
         b = ((view.held * (1 - own))[:, None, None] * live * e["mask"]
              + (view.stored * (1 - view.held))[:, None, None] * e["shared"])
         out = jnp.einsum("...er,edr->...d", z, b) + z[..., view.index, :] @ mine.T  # one matmul over (expert, rank)
+        if moe_weighting == "mean":  # A(24) as written: each held expert weighted 1/|M|
+            out = out / jnp.maximum(jnp.maximum(view.held, view.stored).sum(), 1.0)
         return scale * out
 
     def layer_density(state):
@@ -191,6 +197,9 @@ class SoLoraConfig(MethodConfig):
     temperature: float = 1.0  # τ in softmax(entropy/τ)
     refine: Literal["column", "gate", "none"] = "column"  # task-aware refinement of A (A(26)–(27))
     moe_top_k: int | None = None  # implicit-MoE top-k at inference (A(29)); null = rank; 0 = sum all experts
+    # top-k over the components of every held expert together, or within each expert (A(29) as written)
+    moe_top_k_scope: Literal["all", "expert"] = "all"
+    moe_weighting: Literal["sum", "mean"] = "sum"  # held experts summed, or weighted 1/|M| (A(24) as written)
     calib_rounds: int = 1  # rounds of dense B training before the mask is fixed (A(18))
     calib_examples: int = 64  # examples per device for the base-model statistics H⁰
     aggregation: Literal["masked", "literal"] = "masked"  # per-position average, or A(10) over all neighbours
@@ -218,7 +227,8 @@ class SoLoraConfig(MethodConfig):
                        calib_rounds=self.calib_rounds, calib_examples=self.calib_examples,
                        aggregation=self.aggregation, budget=self.budget, compute_max=self.compute_max,
                        compute_per_param=self.compute_per_param, batch_size=batch_size,
-                       train_with_experts=self.train_with_experts)
+                       train_with_experts=self.train_with_experts, moe_weighting=self.moe_weighting,
+                       moe_top_k_scope=self.moe_top_k_scope)
 
 
 @dataclass(frozen=True)
