@@ -7,7 +7,8 @@ For each device count, the same S seeds of the quick-start config (LoRA on the d
 (a) as S plain runs, one after another, and (b) as one run with ``replicas: S``; each in a fresh process, so
 compile time and peak memory (ru_maxrss) are its own. Reported: wall time end to end (build, compile, rounds,
 evaluations), time in rounds alone (the sum of ``wall_s`` of metrics.jsonl: rounds and evaluations), peak
-memory, and whether every replica's final accuracy equals its plain run's.
+memory, and the largest difference between a replica's final accuracy and its plain run's (vmapping over
+replicas batches the matmuls differently, so the two agree up to float rounding, which training can amplify).
 """
 
 from __future__ import annotations
@@ -70,18 +71,19 @@ def main():
                      "rounds_speedup": round(sequential["rounds_s"] / together["rounds_s"], 2),
                      "sequential_peak_gb": round(max(p["peak_gb"] for p in plain), 2),
                      "replicas_peak_gb": round(together["peak_gb"], 2),
-                     "same_numbers": together["finals"] == [p["finals"][0] for p in plain]})
+                     "max_final_accuracy_diff": max(abs(a - p["finals"][0])
+                                                    for a, p in zip(together["finals"], plain))})
         print(rows[-1], flush=True)
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     write_rows_csv(out / "bench_replicas.csv", rows)
     lines = ["| devices | S | sequential wall (s) | replicas wall (s) | speed-up | rounds: sequential / replicas (s) | "
-             "peak GB: sequential / replicas | same numbers |", "|---:|---:|---:|---:|---:|---|---|---|"]
+             "peak GB: sequential / replicas | max \\|Δ final accuracy\\| |", "|---:|---:|---:|---:|---:|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['devices']} | {r['replicas']} | {r['sequential_wall_s']} | {r['replicas_wall_s']} | "
                      f"{r['wall_speedup']}× | {r['sequential_rounds_s']} / {r['replicas_rounds_s']} "
                      f"({r['rounds_speedup']}×) | {r['sequential_peak_gb']} / {r['replicas_peak_gb']} | "
-                     f"{r['same_numbers']} |")
+                     f"{r['max_final_accuracy_diff']:.4f} |")
     (out / "bench_replicas.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

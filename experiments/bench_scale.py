@@ -2,6 +2,8 @@
 
     python experiments/bench_scale.py                          # writes results/bench_scale.{csv,md}
     python experiments/bench_scale.py --devices 256 1024 --topologies ring
+    python experiments/bench_scale.py --memory-only --devices 16384 102400 --topologies ring --chunk 1024 \
+        --mix-sizes --set optimizer.name=sgd    # XLA's memory plan of the round program, compiled, not run
 
 Two parts, each measured in this one run:
   * mixing alone: one LoRA-sized message (tiny ViT, r = 4, every adapted layer) mixed by the dense einsum and
@@ -64,17 +66,46 @@ def mixing_alone(sizes: list[int], widths: list[int], repeats: int = 3) -> list[
     return rows
 
 
-def one_case(topology: str, devices: int, form: str, rounds: int, chunk: int = 0, extra=()) -> dict:
-    import jax
-
-    from jaxdfl import build_simulation, load_config
-    from jaxdfl.topology import build_topology
+def case_config(topology: str, devices: int, form: str, chunk: int = 0, extra=()):
+    from jaxdfl import load_config
 
     graph = (["topology.name=ring"] if topology == "ring" else
              ["topology.name=erdos_renyi", f"topology.edge_prob={8 / (devices - 1)}"])
-    cfg = load_config(None, [f"num_devices={devices}", "method.rank=4", "local_steps=5", "batch_size=8",
-                             "data.partition=iid", "data.examples_per_device=8", f"topology.mixing_form={form}",
-                             f"device_chunk={chunk if 0 < chunk < devices else 0}", *graph, *extra])
+    return load_config(None, [f"num_devices={devices}", "method.rank=4", "local_steps=5", "batch_size=8",
+                              "data.partition=iid", "data.examples_per_device=8", f"topology.mixing_form={form}",
+                              f"device_chunk={chunk if 0 < chunk < devices else 0}", *graph, *extra])
+
+
+def memory_plan(topology: str, devices: int, form: str, chunk: int = 0, extra=()) -> dict:
+    """What XLA's buffer assignment reserves for one round program (compiled, not run): the state and inputs
+    (arguments, the state donated to the output), and the temporaries."""
+    import functools
+
+    import jax
+
+    from jaxdfl import build_simulation
+    from jaxdfl.sim.round import run_rounds
+
+    cfg = case_config(topology, devices, form, chunk, extra)
+    sim = build_simulation(cfg)
+    state = jax.eval_shape(sim.init_fn, jax.random.key(0))
+    program = jax.jit(functools.partial(run_rounds, sim.round_step), donate_argnums=0)
+    plan = program.lower(state, sim.device, sim.inputs(0, 1)).compile().memory_analysis()
+    gib = 2.0 ** 30
+    return {"topology": topology, "devices": devices, "form": form, "overrides": " ".join(extra), "chunk": chunk,
+            "state_gib": sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state)) / gib,
+            "arguments_gib": plan.argument_size_in_bytes / gib, "temporaries_gib": plan.temp_size_in_bytes / gib,
+            "total_gib": (plan.argument_size_in_bytes + plan.temp_size_in_bytes) / gib,
+            "per_device_kib": (plan.argument_size_in_bytes + plan.temp_size_in_bytes) / devices / 1024}
+
+
+def one_case(topology: str, devices: int, form: str, rounds: int, chunk: int = 0, extra=()) -> dict:
+    import jax
+
+    from jaxdfl import build_simulation
+    from jaxdfl.topology import build_topology
+
+    cfg = case_config(topology, devices, form, chunk, extra)
     sim = build_simulation(cfg)
     t = time.perf_counter()  # the topology built and round 0 drawn anew, in the form the rounds use
     fresh = build_topology(cfg.topology, devices, sim.data.n, cfg.seed)
@@ -114,8 +145,13 @@ def main():
                         help="device counts of the mixing-alone part (none: skip it)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="config overrides for every whole-round case (e.g. optimizer.name=sgd)")
+    parser.add_argument("--memory-only", action="store_true",
+                        help="compile each whole-round case and report XLA's memory plan, without running it")
     parser.add_argument("--case", nargs=3, metavar=("TOPOLOGY", "DEVICES", "FORM"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.case and args.memory_only:
+        print(json.dumps(memory_plan(args.case[0], int(args.case[1]), args.case[2], args.chunk, args.overrides)))
+        return
     if args.case:
         print(json.dumps(one_case(args.case[0], int(args.case[1]), args.case[2], args.rounds, args.chunk,
                                   args.overrides)))
@@ -130,7 +166,8 @@ def main():
             for form in ("sparse", "dense") if devices <= args.dense_max else ("sparse",):
                 done = subprocess.run([sys.executable, __file__, "--case", topology, str(devices), form,
                                        "--rounds", str(args.rounds), "--chunk", str(args.chunk),
-                                       *[f"--set={o}" for o in args.overrides]],
+                                       *[f"--set={o}" for o in args.overrides],
+                                       *(["--memory-only"] if args.memory_only else [])],
                                       capture_output=True, text=True)
                 if done.returncode:
                     print(f"{topology} {devices} {form}: failed\n{done.stderr[-2000:]}", flush=True)
@@ -138,6 +175,9 @@ def main():
                     continue
                 rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
                 print(json.dumps(rows[-1]), flush=True)
+    if args.memory_only:
+        write_rows_csv(out / "bench_scale_memory.csv", rows)
+        return
     write_rows_csv(out / "bench_scale.csv", rows)
     lines = ["| topology | devices | form | draw s | compile s | s / round | device-steps/s | peak MiB "
              "| dense/sparse |", "|---|---|---|---|---|---|---|---|---|"]
