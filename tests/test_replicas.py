@@ -43,11 +43,10 @@ def test_each_replica_is_the_plain_run_of_its_seed(tmp_path, extra):
 
 
 def test_neighbour_lists_of_different_widths_stack_as_the_same_graphs():
-    from jaxdfl.sim.replicas import _widen
-    from jaxdfl.topology.neighbours import from_edges, to_dense
+    from jaxdfl.topology.neighbours import from_edges, to_dense, widen
 
     narrow, wide = from_edges(np.array([[0, 1], [1, 2]]), 4), from_edges(np.array([[0, 1], [0, 2], [0, 3]]), 4)
     assert narrow.index.shape[1] < wide.index.shape[1]
-    padded = _widen(narrow, wide.index.shape[1])
+    padded = widen(narrow, wide.index.shape[1])
     assert padded.index.shape == wide.index.shape
     np.testing.assert_array_equal(to_dense(padded), to_dense(narrow))

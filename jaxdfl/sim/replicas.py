@@ -30,6 +30,7 @@ from jaxdfl.sim.run_folder import strict
 from jaxdfl.sim.state import RoundInputs, SimState
 from jaxdfl.sim.summary import accuracy_record, num_clusters, summarize
 from jaxdfl.topology import Neighbours, drop_senders
+from jaxdfl.topology.neighbours import widen
 
 
 def stored_after(sim: Simulation, round_: int) -> float:
@@ -158,7 +159,7 @@ class Replicas(Single):
         each = [s.inputs(start, stop) for s in self.sims]
         if isinstance(each[0].w, Neighbours):  # seeds may draw graphs of different widest degree
             width = max(i.w.index.shape[-1] for i in each)
-            each = [i._replace(w=_widen(i.w, width)) for i in each]
+            each = [i._replace(w=widen(i.w, width)) for i in each]
         return jax.tree.map(lambda *xs: (jnp if isinstance(xs[0], jax.Array) else np).stack(xs, 1), *each)
 
     def run_rounds(self, state: SimState, inputs: RoundInputs):
@@ -181,7 +182,7 @@ class Replicas(Single):
     def evaluate(self, state: SimState, round_: int) -> np.ndarray:
         """``[S, N, T]``."""
         alive = [None] * len(self.sims) if state.alive is None else list(state.alive)
-        w = _stack([evaluation_mixing(s, round_, a) for s, a in zip(self.sims, alive)], widen=True)
+        w = _stack([evaluation_mixing(s, round_, a) for s, a in zip(self.sims, alive)], padded=True)
         return np.asarray(self._evaluate(state, w, stored_after(self.sim, round_)))
 
     def accuracy_record(self, acc: np.ndarray, state: SimState) -> dict:
@@ -235,11 +236,11 @@ def _exact_match(sim: Simulation, state: SimState) -> dict:
             "initial_exact_match": exact_match_by_task(sim, None, None)}
 
 
-def _stack(trees: list, widen: bool = False):
-    """Trees with equal structure stacked on a new leading axis (``widen``: neighbour lists padded first)."""
-    if widen and isinstance(trees[0], Neighbours):
+def _stack(trees: list, padded: bool = False):
+    """Trees with equal structure stacked on a new leading axis (``padded``: neighbour lists widened first)."""
+    if padded and isinstance(trees[0], Neighbours):
         width = max(t.index.shape[-1] for t in trees)
-        trees = [_widen(t, width) for t in trees]
+        trees = [widen(t, width) for t in trees]
     return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
 
@@ -247,17 +248,6 @@ def _stack_padded(indices: list[jax.Array]) -> jax.Array:
     """``[M, n_r]`` index arrays stacked ``[S, M, max n_r]``; the padding is row 0 (past each device's n)."""
     width = max(i.shape[-1] for i in indices)
     return jnp.stack([jnp.pad(i, ((0, 0), (0, width - i.shape[-1]))) for i in indices])
-
-
-def _widen(w: Neighbours, width: int) -> Neighbours:
-    """Neighbour lists (any leading axes) padded to ``width`` columns with each row's own index, weight 0."""
-    extra = width - w.index.shape[-1]
-    if extra <= 0:
-        return w
-    xp = jnp if isinstance(w.index, jax.Array) else np
-    own = xp.broadcast_to(xp.arange(w.num_devices, dtype=xp.int32)[:, None], (*w.index.shape[:-1], extra))
-    return Neighbours(xp.concatenate([w.index, own], -1),
-                      xp.concatenate([w.weight, xp.zeros(own.shape, w.weight.dtype)], -1))
 
 
 def _replica(tree, r: int, axis: int = 0):

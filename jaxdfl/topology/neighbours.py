@@ -61,13 +61,15 @@ def from_edges(edges: np.ndarray, m: int, weights: str = "metropolis") -> Neighb
 
 
 def widen(lists: Neighbours, width: int) -> Neighbours:
-    """``lists`` padded to ``width`` columns (each row's own index, weight 0): the same W."""
-    m, extra = lists.num_devices, width - lists.index.shape[-1]
+    """``lists`` (any leading axes, numpy or jax) padded to ``width`` columns (each row's own index, weight 0):
+    the same W."""
+    extra = width - lists.index.shape[-1]
     if extra <= 0:
         return lists
-    own = np.repeat(np.arange(m, dtype=np.int32)[:, None], extra, axis=1)
-    return Neighbours(np.concatenate([lists.index, own], 1),
-                      np.concatenate([lists.weight, np.zeros((m, extra), np.float32)], 1))
+    xp = jnp if isinstance(lists.index, jax.Array) else np
+    own = xp.broadcast_to(xp.arange(lists.num_devices, dtype=xp.int32)[:, None], (*lists.index.shape[:-1], extra))
+    return Neighbours(xp.concatenate([lists.index, own], -1),
+                      xp.concatenate([lists.weight, xp.zeros(own.shape, lists.weight.dtype)], -1))
 
 
 def stack(rounds: list[Neighbours]) -> Neighbours:
