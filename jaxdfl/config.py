@@ -24,9 +24,10 @@ from jaxdfl.topology.config import TopologyConfig
 class ModelConfig:
     """The frozen base model and where adapters attach.
 
-    ``tiny_vit``: the bundled digits ViT (``checkpoint``: ``bundled``, ``random`` or a ``.safetensors`` file
-    written by jaxdfl). ``pretrained``: :func:`jaxdfl.models.from_pretrained` on ``checkpoint``: a known name
-    (``smollm2-135m-instruct``), a local Hugging Face directory (Llama, Qwen2, ViT) or a ``.gguf`` file.
+    ``tiny_vit``: a digits ViT (``checkpoint``: ``bundled``, width 64; ``bundled_wide``, width 128; ``random``;
+    or a ``.safetensors`` file written by jaxdfl). ``pretrained``: :func:`jaxdfl.models.from_pretrained` on
+    ``checkpoint``: a known name (``smollm2-135m-instruct``), a local Hugging Face directory (Llama, Qwen2, ViT)
+    or a ``.gguf`` file.
     """
 
     name: Literal["tiny_vit", "pretrained"] = "tiny_vit"
@@ -43,7 +44,7 @@ class ModelConfig:
         allowed = ("embed", "q", "k", "v", "o", "gate", "up", "down", "head")
         bad = [a for a in self.adapt if a not in allowed]
         require(not bad and len(self.adapt) > 0, "adapt", f"got {list(self.adapt)}; choose from {list(allowed)}")
-        require(self.name == "tiny_vit" or self.checkpoint not in ("bundled", "random"), "checkpoint",
+        require(self.name == "tiny_vit" or self.checkpoint not in ("bundled", "bundled_wide", "random"), "checkpoint",
                  "name: pretrained needs a checkpoint: a known name (smollm2-135m-instruct), a Hugging Face "
                  "directory or a .gguf file")
         for key in ("dim", "depth", "heads", "mlp_dim"):

@@ -122,11 +122,14 @@ class ExpertMixture(NamedTuple):
         expert it holds.
       train_through: local training runs ``infer`` (the inference mixture, other experts frozen) instead of
         ``delta``; gradients still reach only ``params``.
+      route: ``(state, name, x, view) -> [..., E]`` or None: each expert's share of what the mixture selects
+        for input ``x`` (the routing diagnostic of :func:`~jaxdfl.sim.evaluate.make_evaluate`).
     """
 
     expert: Callable[[AdapterState], PyTree]
     infer: Callable[..., jax.Array | None]
     train_through: bool = False
+    route: Callable[..., jax.Array | None] | None = None
 
 
 def no_regularizer(state: AdapterState) -> jax.Array:

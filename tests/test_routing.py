@@ -58,3 +58,35 @@ def test_a_run_writes_the_three_accuracies(tmp_path):
     for key in ("final_accuracy", "accuracy_own_adapter", "accuracy_oracle_routing"):
         assert 0.0 <= written[key] <= 1.0, key
     assert set(written["per_task_accuracy_oracle_routing"]) == set(written["per_task_accuracy"])
+    assert all(0.0 <= v <= 1.0 for v in written["routing_share"].values())
+    assert 0.0 < written["routing_share_blind"] < 1.0
+
+
+def test_routing_share_counts_the_top_k_components_of_each_inputs_task(trained):
+    """Under by_task a device holds only experts of its own task: all that the top-k keeps comes from the
+    input's task on its own task's inputs, and none of it on the others'."""
+    sim, state = trained
+    shares = sim.evaluate_fn(state, sim.mixing(1), 0.0, "share")
+    assert set(shares) == set(sim.layers)
+    own = sim.data.task_of_device
+    for name, share in shares.items():
+        share = np.asarray(share)  # [M, T]
+        expected = (np.arange(share.shape[1])[None] == own[:, None]).astype(float)
+        np.testing.assert_allclose(share, expected, atol=1e-6, err_msg=name)
+
+
+def test_routing_share_without_top_k_is_each_tasks_share_of_held_experts():
+    """LoRI sums every held expert (no top-k), so each expert keeps all its components: the share equals the
+    share of held experts of the input's task, the 'blind' reference in summary.json."""
+    from jaxdfl.sim.summary import routing_share
+
+    cfg = load_config(CONFIG | {"method": {"name": "lori", "rank": 2},
+                                "topology": {"name": "erdos_renyi", "edge_prob": 0.5}})
+    sim = build_simulation(cfg)
+    state = sim.init_fn(jax.random.key(0))
+    state, _ = sim.run_rounds(state, sim.inputs(0, 1))
+    w = np.asarray(sim.mixing(0))
+    summary = routing_share(sim, sim.evaluate_fn(state, w, 0.0, "share"), w, 0.0)
+    for name, share in summary["routing_share"].items():
+        assert share == pytest.approx(summary["routing_share_blind"], abs=1e-6), name
+    assert 0.0 < summary["routing_share_blind"] < 1.0

@@ -177,6 +177,42 @@ def test_calibrated_mask_keeps_the_allocated_entries_and_a_is_counted_once():
     assert float(msg2.count) == kept and float(msg2.bits) == 32 * kept
 
 
+def test_lori_as_its_authors_run_it():
+    """shared_a: one A for every device; mask_scope=model: one top-|B| threshold over all layers at the
+    layer-wise total; calib_reset: B restarts from zero under the mask; merge_weight scales the mixture."""
+    kw = dict(rank=3, density=0.4, allocation="uniform", refine="none", top_k=0)
+    method = so_lora(**kw, shared_a=True, mask_scope="model", calib_reset=True, merge_weight=0.3)
+    keys = jax.random.split(jax.random.key(0), 3)
+    states = jax.vmap(lambda k: method.init(k, LAYERS, _stats(k)))(keys)
+    for name in LAYERS:
+        np.testing.assert_array_equal(states.frozen.a[name][0], states.frozen.a[name][2])
+    per_device = jax.vmap(lambda k: so_lora(**kw).init(k, LAYERS, _stats(k)))(keys)
+    assert not np.allclose(per_device.frozen.a["l0"][0], per_device.frozen.a["l0"][2])
+
+    state = jax.tree.map(lambda a: a[0], states)
+    b = {"l0": jnp.asarray(np.arange(1, 16).reshape(5, 3) / 10.0), "l1": jnp.full((3, 3), 2.0)}  # l1 dominates
+    trained = state._replace(params={n: {"b": v} for n, v in b.items()})
+    msg, after = method.encode(trained, state.params, jax.random.key(3), RoundControl())
+    total = int(state.frozen.keep.sum())
+    magnitudes = np.concatenate([np.abs(np.asarray(b[n])).ravel() for n in LAYERS])
+    threshold = np.sort(magnitudes)[::-1][total - 1]
+    for name in LAYERS:
+        expected = np.abs(np.asarray(b[name])) >= threshold
+        np.testing.assert_array_equal(np.asarray(after.memory.mask[name]), expected)
+        np.testing.assert_array_equal(np.asarray(after.params[name]["b"]), 0.0)  # retrained from zero
+    np.testing.assert_allclose(np.asarray(after.memory.mask["l1"]).mean(), 1.0)  # the model scope's own split
+    density = method.density(after)
+    np.testing.assert_allclose([float(density[n]) for n in LAYERS],
+                               [np.asarray(after.memory.mask[n]).mean() for n in LAYERS])
+
+    plain = so_lora(**kw, shared_a=True)
+    view = ExpertView(jax.vmap(method.experts.expert)(states), jnp.ones(3), jnp.zeros(3), jnp.asarray(0))
+    mine = state._replace(params={n: {"b": jnp.ones_like(v["b"])} for n, v in state.params.items()})
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 6)), jnp.float32)
+    np.testing.assert_allclose(method.experts.infer(mine, "l0", x, view),
+                               0.3 * plain.experts.infer(mine, "l0", x, view), rtol=1e-6)
+
+
 def test_merge_masked_and_literal_and_the_exchange_snapshot():
     method = so_lora(rank=1, density=1.0, aggregation="masked")
     literal = so_lora(rank=1, density=1.0, aggregation="literal")

@@ -29,12 +29,15 @@ from typing import ClassVar, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxdfl.adapters.base import (AdapterState, ExpertMixture, ExpertView, Message, Method, MethodConfig,
                                   RoundControl)
 from jaxdfl.adapters.spectral import LayerStats, allocate_sparsity, calibration, spectral_entropy
 from jaxdfl.schema import require
 from jaxdfl.sparse.topk import kth_largest, top_k_mask
+
+SHARED_A_KEY = jax.random.key(20250407)  # under shared_a every device (and every run) draws the same A
 
 __all__ = ["LayerStats", "LoriConfig", "SoLoraConfig", "SoLoraFrozen", "SoLoraMemory", "allocate_sparsity",
            "so_lora", "spectral_entropy"]
@@ -68,14 +71,15 @@ def so_lora(rank: int = 4, alpha: float = 8.0, a_std: float | None = None, *, de
             calib_rounds: int = 1, calib_examples: int = 64, aggregation: str = "masked", budget: str = "density",
             compute_max: float = 0.0, compute_per_param: float = 1.0, batch_size: int = 32,
             bits_per_param: float = 32.0, train_with_experts: bool = False, moe_weighting: str = "sum",
-            moe_top_k_scope: str = "all") -> Method:
+            moe_top_k_scope: str = "all", shared_a: bool = False, mask_scope: str = "layer",
+            calib_reset: bool = False, merge_weight: float = 1.0) -> Method:
     """The SO-LoRA method (LoRI: ``allocation="uniform", refine="none", top_k=0``); the arguments are the
     keys of :class:`SoLoraConfig`, plus the mini-batch size and the bits per sent value."""
     scale = alpha / rank
     k_moe = rank if top_k is None else top_k
 
     def init(key, layers, stats: LayerStats):
-        keys = jax.random.split(key, len(layers))
+        keys = jax.random.split(SHARED_A_KEY if shared_a else key, len(layers))
         a, params = {}, {}
         for k_, (name, (fan_in, fan_out)) in zip(keys, layers.items()):
             std = a_std if a_std is not None else fan_in ** -0.5
@@ -107,13 +111,26 @@ def so_lora(rank: int = 4, alpha: float = 8.0, a_std: float | None = None, *, de
             dy = dy * gate(state.frozen.direction[name], x)[..., None]
         return dy
 
+    def fixed_masks(state):
+        """The masks fixed at the end of calibration: the top-|B| of each layer at its own density, or
+        (``mask_scope="model"``) of the whole model at the same total count, one threshold for every layer."""
+        b = {name: p["b"] for name, p in state.params.items()}
+        if mask_scope == "layer":
+            return {name: top_k_mask(v, state.frozen.keep[i]) for i, (name, v) in enumerate(b.items())}
+        flat = top_k_mask(jnp.concatenate([v.ravel() for v in b.values()]), state.frozen.keep.sum())
+        ends = np.cumsum([v.size for v in b.values()])[:-1]
+        return {name: part.reshape(v.shape) for (name, v), part in zip(b.items(), jnp.split(flat, ends))}
+
     def encode(state, ref, key, control: RoundControl):
         rounds = state.memory.rounds
         fix_now = rounds + 1 == calib_rounds
+        fixed = fixed_masks(state)
         mask, values = {}, {}
-        for i, name in enumerate(state.params):
+        for name in state.params:
             b = state.params[name]["b"]
-            mask[name] = jnp.where(fix_now, top_k_mask(b, state.frozen.keep[i]), state.memory.mask[name])
+            mask[name] = jnp.where(fix_now, fixed[name], state.memory.mask[name])
+            if calib_reset:  # LoRI's second stage: B retrains from zero under the mask
+                b = jnp.where(fix_now, 0.0, b)
             values[name] = {"b": b * mask[name]}
         sent = sum(m.sum() for m in mask.values())
         a_params = sum(a.size for a in state.frozen.a.values())
@@ -142,16 +159,9 @@ def so_lora(rank: int = 4, alpha: float = 8.0, a_std: float | None = None, *, de
         return {name: {"a": a, "direction": state.frozen.direction[name], "mask": state.memory.mask[name],
                        "shared": state.memory.shared[name]} for name, a in state.frozen.a.items()}
 
-    def infer(state, name, x, view: ExpertView):
-        """Delta of one device's inference model, A(24) + A(29): Σ_e B_e topk(z)_e over held experts e.
-
-        ``view.experts[name]`` ``{"a": [E, r, k], "direction": [E, k], "mask": [E, d, r], "shared": [E, d, r]}``;
-        B_e is this device's trainable B ⊙ M for itself, its aggregate B̄ ⊙ M_e for the other experts of its
-        cluster (held), and the snapshot for stored experts of other clusters. Only the own term carries a
-        gradient. ``x`` ``[..., k]`` → ``[..., d]``.
-        """
-        if name not in state.params:
-            return None
+    def selected(name, x, view: ExpertView):
+        """A(29): ``z`` ``[..., E, r]`` = every held expert's A_e,ref x (gated under ``refine="gate"``), zero for
+        experts not held and outside the implicit top-k."""
         e = view.experts[name]
         z = jnp.einsum("erk,...k->...er", e["a"], x)
         if refine == "gate":
@@ -164,6 +174,28 @@ def so_lora(rank: int = 4, alpha: float = 8.0, a_std: float | None = None, *, de
             flat = jnp.abs(z.reshape(*z.shape[:-2], -1))  # to ties of equal nonzero magnitude)
             kth = kth_largest(flat, min(k_moe, flat.shape[-1]))
             z = jnp.where((flat >= kth).reshape(z.shape), z, 0.0)
+        return z
+
+    def route(state, name, x, view: ExpertView):
+        """``[..., E]``: each expert's share of the components the implicit top-k keeps for input ``x``
+        (the routing diagnostic; every held expert's full share when top-k is off)."""
+        if name not in state.params:
+            return None
+        kept = (selected(name, x, view) != 0).sum(-1).astype(jnp.float32)
+        return kept / jnp.maximum(kept.sum(-1, keepdims=True), 1.0)
+
+    def infer(state, name, x, view: ExpertView):
+        """Delta of one device's inference model, A(24) + A(29): Σ_e B_e topk(z)_e over held experts e.
+
+        ``view.experts[name]`` ``{"a": [E, r, k], "direction": [E, k], "mask": [E, d, r], "shared": [E, d, r]}``;
+        B_e is this device's trainable B ⊙ M for itself, its aggregate B̄ ⊙ M_e for the other experts of its
+        cluster (held), and the snapshot for stored experts of other clusters. Only the own term carries a
+        gradient. ``x`` ``[..., k]`` → ``[..., d]``.
+        """
+        if name not in state.params:
+            return None
+        e = view.experts[name]
+        z = selected(name, x, view)
         own = jax.nn.one_hot(view.index, view.held.shape[0])
         live = jax.lax.stop_gradient(state.memory.aggregate[name])
         mine = state.params[name]["b"] * state.memory.mask[name]
@@ -172,13 +204,17 @@ def so_lora(rank: int = 4, alpha: float = 8.0, a_std: float | None = None, *, de
         out = jnp.einsum("...er,edr->...d", z, b) + z[..., view.index, :] @ mine.T  # one matmul over (expert, rank)
         if moe_weighting == "mean":  # A(24) as written: each held expert weighted 1/|M|
             out = out / jnp.maximum(jnp.maximum(view.held, view.stored).sum(), 1.0)
-        return scale * out
+        return (merge_weight * scale) * out
 
     def layer_density(state):
-        return {name: state.frozen.keep[i] / p["b"].size for i, (name, p) in enumerate(state.params.items())}
+        """Each layer's share of trained B entries: planned (``keep``) until the mask is fixed, then the
+        mask's (they differ only under ``mask_scope="model"``, whose split over layers is found by training)."""
+        fixed = state.memory.rounds >= calib_rounds
+        return {name: jnp.where(fixed, state.memory.mask[name].mean(), state.frozen.keep[i] / p["b"].size)
+                for i, (name, p) in enumerate(state.params.items())}
 
     return Method(init, delta, encode, merge, density=layer_density, calibrate=calibration(calib_examples),
-                  experts=ExpertMixture(expert, infer, train_with_experts))
+                  experts=ExpertMixture(expert, infer, train_with_experts, route))
 
 
 @dataclass(frozen=True)
@@ -207,6 +243,12 @@ class SoLoraConfig(MethodConfig):
     compute_max: float = 0.0  # c_max for budget: compute
     compute_per_param: float = 1.0  # ε for budget: compute
     train_with_experts: bool = False  # local training runs the inference mixture of every held expert
+    # LoRI as its authors' code runs it (docs/methods.md): one A for every device; one top-|B| threshold over the
+    # whole model after the dense stage; B retrained from zero under the mask; experts merged with weight < 1
+    shared_a: bool = False
+    mask_scope: Literal["layer", "model"] = "layer"
+    calib_reset: bool = False
+    merge_weight: float = 1.0  # every expert's weight in the inference mixture (A(24) with w < 1)
 
     def __post_init__(self):
         require(self.rank >= 1, "rank", f"must be >= 1, got {self.rank}")
@@ -220,6 +262,9 @@ class SoLoraConfig(MethodConfig):
         require(self.budget == "density" or self.compute_max > 0, "compute_max",
                 f"must be > 0 when budget is 'compute', got {self.compute_max}")
         require(self.compute_per_param > 0, "compute_per_param", f"must be > 0, got {self.compute_per_param}")
+        require(self.merge_weight > 0, "merge_weight", f"must be > 0, got {self.merge_weight}")
+        require(self.mask_scope == "layer" or self.allocation == "uniform", "mask_scope",
+                "model-wide masks set their own split over layers; use allocation: uniform with them")
 
     def make(self, batch_size: int) -> Method:
         return so_lora(self.rank, self.alpha, self.a_std, density=self.density, allocation=self.allocation,
@@ -228,7 +273,8 @@ class SoLoraConfig(MethodConfig):
                        aggregation=self.aggregation, budget=self.budget, compute_max=self.compute_max,
                        compute_per_param=self.compute_per_param, batch_size=batch_size,
                        train_with_experts=self.train_with_experts, moe_weighting=self.moe_weighting,
-                       moe_top_k_scope=self.moe_top_k_scope)
+                       moe_top_k_scope=self.moe_top_k_scope, shared_a=self.shared_a, mask_scope=self.mask_scope,
+                       calib_reset=self.calib_reset, merge_weight=self.merge_weight)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,12 @@
-"""The multi-task digits suite: scikit-learn's 8×8 handwritten digits under four input transforms and four
-label functions, so that tasks differ in *what they see* and *what they must answer*.
+"""The multi-task digits suites: scikit-learn's 8×8 handwritten digits under input transforms and label
+functions.
+
+* The *conflicting* suite (``shift``, ``rot90``, ``invert``, ``mirror``): four transforms and four label
+  permutations, so tasks differ in *what they see* and *what they must answer*; the pretrained base is near
+  chance on every task.
+* The *shared-label* suite (``tilt_left``, ``tilt_right``, ``noisy``, ``blurred``): mild input shifts with the
+  true digit as the label, on which the pretrained bases are partly competent (0.39–0.63): the regime of
+  Paper A, whose base model already half-knows every task (``experiments/paper_a_fair.py``).
 
 Images are float32 in [0, 1], shape ``[n, 8, 8]``; labels are int32 in [0, 10).
 
@@ -15,6 +22,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+from scipy import ndimage
 
 PRETRAIN_FRACTION = 0.4
 SPLIT_SEED = 20260101
@@ -29,6 +37,15 @@ class Task:
     transform: Callable[[np.ndarray], np.ndarray]  # [n, 8, 8] -> [n, 8, 8]
     label_map: np.ndarray  # [10] int: task label of each true digit
     description: str
+
+
+def _tilt(degrees: float):
+    return lambda x: ndimage.rotate(x, degrees, axes=(1, 2), reshape=False, order=1)
+
+
+def _noisy(x: np.ndarray) -> np.ndarray:
+    """Gaussian pixel noise (σ = 0.3, a fixed draw), clipped to [0, 1]."""
+    return np.clip(x + 0.3 * np.random.default_rng(SPLIT_SEED).normal(size=x.shape), 0.0, 1.0)
 
 
 def _perm(fn) -> np.ndarray:
@@ -47,6 +64,11 @@ TASKS: dict[str, Task] = {
         Task("invert", lambda x: 1.0 - x, _perm(lambda d: (d + 5) % 10), "inverted intensities, label = (digit + 5) mod 10"),
         Task("mirror", lambda x: x[:, :, ::-1], _perm(lambda d: (3 * d) % 10),
              "mirrored left-right, label = 3·digit mod 10"),
+        Task("tilt_left", _tilt(25.0), _perm(lambda d: d), "rotated 25° anticlockwise, true labels"),
+        Task("tilt_right", _tilt(-25.0), _perm(lambda d: d), "rotated 25° clockwise, true labels"),
+        Task("noisy", _noisy, _perm(lambda d: d), "Gaussian pixel noise σ = 0.3, true labels"),
+        Task("blurred", lambda x: ndimage.gaussian_filter(x, (0, 1.0, 1.0)), _perm(lambda d: d),
+             "Gaussian blur σ = 1 px, true labels"),
     )
 }
 

@@ -20,7 +20,8 @@ from jaxdfl.models.model import Model, decoder_model, tiny_vit_model, vit_model
 from jaxdfl.models.tiny_vit import TinyViTSpec
 from jaxdfl.models.vit import ViTSpec
 
-BUNDLED_TINY_VIT = "tiny_vit_digits.safetensors"
+BUNDLED_TINY_VIT = {"bundled": "tiny_vit_digits.safetensors",  # width 64 (the default backbone)
+                    "bundled_wide": "tiny_vit_wide_digits.safetensors"}  # width 128 (Paper A's fair test)
 
 
 def _hf_tokenizer(directory: Path, **kwargs):
@@ -112,5 +113,7 @@ def load_weights(path: str | Path) -> tuple[Model, dict]:
     return tiny_vit_model(spec), params
 
 
-def bundled_weights_path() -> Path:
-    return Path(str(resources.files("jaxdfl.models") / "weights" / BUNDLED_TINY_VIT))
+def bundled_weights_path(name: str = "bundled") -> Path:
+    """The file of a bundled tiny ViT: ``bundled`` (width 64) or ``bundled_wide`` (width 128), both pretrained on
+    upright digits by ``experiments/pretrain_tiny_vit.py``."""
+    return Path(str(resources.files("jaxdfl.models") / "weights" / BUNDLED_TINY_VIT[name]))

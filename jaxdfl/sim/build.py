@@ -114,17 +114,18 @@ class Simulation(NamedTuple):
 
 
 def load_model(model_cfg, seed: int = 0) -> tuple[Model, dict]:
-    """The base model and its frozen weights, as the ``model`` section says: ``bundled`` (the digits tiny ViT
-    that ships with jaxdfl), ``random`` (a seeded init, of ``dim/depth/heads/mlp_dim`` when given), a
-    ``.safetensors`` file written by jaxdfl, or under ``name: pretrained`` anything :func:`from_pretrained`
-    reads."""
+    """The base model and its frozen weights, as the ``model`` section says: ``bundled`` or ``bundled_wide``
+    (the digits tiny ViTs that ship with jaxdfl, width 64 and 128), ``random`` (a seeded init, of
+    ``dim/depth/heads/mlp_dim`` when given), a ``.safetensors`` file written by jaxdfl, or under ``name:
+    pretrained`` anything :func:`from_pretrained` reads."""
     if model_cfg.name == "pretrained":
         return from_pretrained(model_cfg.checkpoint, model_cfg.dtype)
     if model_cfg.checkpoint == "random":
         sizes = {k: getattr(model_cfg, k) for k in ("dim", "depth", "heads", "mlp_dim")}
         spec = tiny_vit.TinyViTSpec(**{k: v for k, v in sizes.items() if v is not None})
         return tiny_vit_model(spec), tiny_vit.init_params(jax.random.key(seed), spec)
-    path = bundled_weights_path() if model_cfg.checkpoint == "bundled" else Path(model_cfg.checkpoint)
+    bundled = model_cfg.checkpoint in ("bundled", "bundled_wide")
+    path = bundled_weights_path(model_cfg.checkpoint) if bundled else Path(model_cfg.checkpoint)
     if not path.is_file():
         raise ConfigError(f"model.checkpoint: no file at {path}")
     return load_weights(path)

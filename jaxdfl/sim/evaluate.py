@@ -31,7 +31,7 @@ def task_accuracies(objective: Objective, base, hook, test: TestSets) -> jax.Arr
     return jax.lax.map(one_task, tuple(test))
 
 
-ROUTINGS = ("mixture", "own", "oracle")
+ROUTINGS = ("mixture", "own", "oracle", "share")
 
 
 def make_evaluate(objective: Objective, method: Method, device_chunk: int = 0,
@@ -50,7 +50,10 @@ def make_evaluate(objective: Objective, method: Method, device_chunk: int = 0,
       ``"own"`` each device's own adapter alone (``method.delta``), no other expert;
       ``"oracle"`` each test input of task t answered by the mixture of the held experts trained on task t
       (``task_of_device`` ``[M]``), the ceiling any router could reach with these adapters; a device that
-      holds no expert of task t answers it with the base model.
+      holds no expert of task t answers it with the base model;
+      ``"share"`` the routing diagnostic: instead of accuracies, ``{layer: [M, T]}``, the share of the
+      components the mixture's top-k keeps (A(29)) that come from experts trained on the input's task, averaged
+      over the test inputs of each task (and their positions), from ``method.experts.route``.
     """
 
     def one_device(shared, mine):
@@ -73,15 +76,38 @@ def make_evaluate(objective: Objective, method: Method, device_chunk: int = 0,
 
         return jax.lax.map(one_task, (*test, jnp.arange(test.n.shape[0])))
 
+    def one_device_share(shared, mine):
+        base, test, experts = shared
+        adapter, view = mine
+        view = view._replace(experts=experts)
+
+        def one_task(args):
+            x, y, n, t = args
+            of_task = (task_of_device == t).astype(jnp.float32)
+            shares = {}
+
+            def hook(name, h):  # records, per layer, while the mixture answers (the trace returns them)
+                route = method.experts.route(adapter, name, h, view)
+                if route is not None:
+                    per_input = (route @ of_task).reshape(h.shape[0], -1).mean(-1)
+                    shares[name] = jnp.where(jnp.arange(h.shape[0]) < n, per_input, 0.0).sum() / n
+                return method.experts.infer(adapter, name, h, view)
+
+            objective.scores(base, x, hook)
+            return shares
+
+        return jax.lax.map(one_task, (*test, jnp.arange(test.n.shape[0])))
+
     every_device = over_devices(one_device, device_chunk)
     every_device_routed = over_devices(one_device_routed, device_chunk)
+    every_device_share = over_devices(one_device_share, device_chunk)
 
     def evaluate(adapter, base, test: TestSets, w, stored=0.0, devices=None, routing: str = "mixture"):
         rows = (lambda tree: tree) if devices is None else (lambda tree: jax.tree.map(lambda a: a[devices], tree))
         if method.experts is None or routing == "own":
             return every_device((base, test, None), (rows(adapter), None))
         view = expert_views(jax.vmap(method.experts.expert)(adapter), w, stored)
-        apply = every_device_routed if routing == "oracle" else every_device
+        apply = {"oracle": every_device_routed, "share": every_device_share}.get(routing, every_device)
         return apply((base, test, view.experts), rows((adapter, view._replace(experts=None))))
 
     return evaluate

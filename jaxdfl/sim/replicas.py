@@ -28,7 +28,7 @@ from jaxdfl.sim.processes import to_host
 from jaxdfl.sim.round import DeviceData
 from jaxdfl.sim.run_folder import strict
 from jaxdfl.sim.state import RoundInputs, SimState
-from jaxdfl.sim.summary import accuracy_record, num_clusters, summarize
+from jaxdfl.sim.summary import accuracy_record, num_clusters, routing_share, summarize
 from jaxdfl.topology import Neighbours, drop_senders
 from jaxdfl.topology.neighbours import widen
 
@@ -110,7 +110,7 @@ class Single:
         for routing, key in (("own", "accuracy_own_adapter"), ("oracle", "accuracy_oracle_routing")):
             record = self.accuracy_record(np.asarray(sim.evaluate_fn(state, w, stored, routing)), state)
             out[key], out[f"per_task_{key}"] = record["accuracy"], record["per_task_accuracy"]
-        return out
+        return out | routing_share(sim, sim.evaluate_fn(state, w, stored, "share"), np.asarray(w), stored)
 
 
 class Replicas(Single):

@@ -61,6 +61,23 @@ def accuracy_record(acc: np.ndarray, sim: Simulation, alive: np.ndarray | None =
             "per_task_accuracy": {t: float(a) for t, a in zip(sim.data.task_names, per_task)}}
 
 
+def routing_share(sim, shares: dict, w: np.ndarray, stored: float) -> dict:
+    """The routing diagnostic in ``summary.json``: per layer, the share of the implicit top-k's components that
+    come from experts of the input's own task (``shares`` ``{layer: [N, T]}`` from ``evaluate_fn(...,
+    "share")``), averaged over evaluated devices and tasks; and what that share would be if the top-k
+    ignored the task (each held expert's share of the held experts)."""
+    if not shares:
+        return {}
+    devices = evaluated_devices(sim)
+    held = w[devices] != 0
+    holds = held | ((~held) & bool(stored))  # [N, M]: the experts each evaluated device answers with
+    tasks = sim.data.task_of_device
+    blind = np.stack([(holds & (tasks == t)).sum(1) / holds.sum(1) for t in range(len(sim.data.task_names))], 1)
+    layers = {name: float(np.asarray(v).mean()) for name, v in shares.items()}
+    return {"routing_share": layers, "routing_share_mean": float(np.mean(list(layers.values()))),
+            "routing_share_blind": float(blind.mean())}
+
+
 def summarize(sim: Simulation, state: SimState, records: list[dict], initial: dict, final_acc: np.ndarray,
               wall_s: float) -> dict:
     """What ``summary.json`` holds (the README lists every field)."""
