@@ -16,7 +16,8 @@ What differs from A1–A3 (which stay as they were, on the conflicting-label sui
 * every number is the mean ± std over seeds (run as replicas of one program), 20 rounds of E = 5 Adam steps.
 
 Table I (M = 10, every method), Fig. 4 (accuracy against M = 5, 10, 15) and Fig. 6 (collision against M) come
-from the same runs. Paper A's own numbers stand beside ours, labelled as theirs.
+from the same runs; Table II (single task) from four isolated devices, one per task. Paper A's own numbers stand
+beside ours, labelled as theirs.
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ METHODS = {
     "Proposed": ("paper_a/proposed", SPARSE + ["method.moe_top_k=4"]),
 }
 TREND = ["FPFT", "LoRA", "LoRI", "Hard-routing MoE", "Proposed (single)", "Proposed"]
+# Table II (single task): each method fine-tuned on one task alone; 4 devices, one per task, no exchange
+SINGLE = {"FPFT": "FPFT", "LoRA": "LoRA", "LoRI": "LoRI", "Proposed": "Proposed (single)"}
+ALONE = ["num_devices=4", "topology.name=isolated", "network.name=none"]
+# Paper A Table II, Qwen2.5-1.5B-Instruct, single task, average over eight benchmarks — theirs, not ours.
+PAPER_SINGLE = {"FPFT": (100.0, 80.93), "LoRA": (2.01, 76.53), "LoRI": (1.05, 77.69), "Proposed": (0.54, 79.37)}
 # Paper A Table I, Qwen2.5-1.5B-Instruct: "# Params (%)", Avg. accuracy (%) — theirs, not ours.
 PAPER = {"FPFT": (100.0, 76.95), "LoRA": (2.01, 68.03), "LoRI": (1.05, 75.17), "Hard-routing MoE": (100.0, 80.93),
          "Proposed (single)": (0.54, 76.44), "Proposed": (0.54, 78.00)}
@@ -114,6 +120,16 @@ def table_by_devices(rows: dict, key: str, counts: list[int]) -> str:
     return "\n".join(lines)
 
 
+def table_two(single: dict) -> str:
+    lines = ["| method | trained % | own-task accuracy | **theirs:** params % | **theirs:** avg. acc (%) |",
+             "|---|---:|---:|---:|---:|"]
+    for label, s in single.items():
+        paper = PAPER_SINGLE[label]
+        lines.append(f"| {label} | {s['trainable_pct']:.2f} | {fmt(*pm(s, 'own_task_accuracy'))} | {paper[0]} | "
+                     f"{paper[1]} |")
+    return "\n".join(lines)
+
+
 def plot(rows10: list[dict], trend: dict, counts: list[int], out: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
     ax = axes[0]
@@ -167,6 +183,13 @@ def main():
         print(f"{label}, M = {m}: mixture {fmt(row['final_accuracy'], row['final_accuracy_std'])}, "
               f"{row['wall_s']:.0f} s", flush=True)
 
+    single = {}
+    for label, method in SINGLE.items():
+        config, extra = METHODS[method]
+        name = f"single_{slug(label)}"
+        single[label] = run_grid(config, {name: SUITE + extra + ALONE}, out / "runs", args.rounds,
+                                 seeds=args.seeds)[name]["summary"]
+
     out.mkdir(parents=True, exist_ok=True)
     rows10 = [by_m[label][10] for label in args.methods if 10 in by_m.get(label, {})]
     write_rows_csv(out / "fair.csv", [row for label in by_m for row in by_m[label].values()])
@@ -176,7 +199,8 @@ def main():
     text = ["## Table I analog (M = 10)", "", table_one(rows10, tasks) if rows10 else "(M = 10 not run)", "",
             "## Fig. 4 analog: mixture accuracy against M", "", table_by_devices(trend, "final_accuracy", counts), "",
             "## Fig. 6 analog: collision (measured masks) against M", "",
-            table_by_devices(trend, "collision", counts), ""]
+            table_by_devices(trend, "collision", counts), "",
+            "## Table II analog: single task (each device alone on its task)", "", table_two(single), ""]
     (out / "fair.md").write_text("\n".join(text))
     print("\n".join(text))
     if rows10:

@@ -21,6 +21,20 @@ def test_tasks_differ_in_inputs_and_in_labels():
     np.testing.assert_allclose(1.0 - splits["invert"].x_test, splits["shift"].x_test)
 
 
+def test_shared_label_tasks_keep_the_digit_and_shift_the_inputs_mildly():
+    names = ["plain", "tilt_left", "tilt_right", "noisy", "blurred"]
+    splits = {s.name: s for s in task_splits(names, 0.25)}
+    plain = splits["plain"]
+    for name in names[1:]:
+        s = splits[name]
+        np.testing.assert_array_equal(s.y_train, plain.y_train)  # the true digit, same images
+        change = np.abs(s.x_train - plain.x_train).mean()
+        assert 0.02 < change < 0.3, (name, change)  # shifted, but still the same digits
+        assert s.x_train.min() >= -1e-6 and s.x_train.max() <= 1 + 1e-6
+    np.testing.assert_array_equal(task_splits(["noisy"], 0.25)[0].x_test, splits["noisy"].x_test)  # one fixed draw
+    np.testing.assert_allclose(splits["tilt_left"].x_train.sum((1, 2)), plain.x_train.sum((1, 2)), rtol=0.25)
+
+
 def test_pretraining_images_are_disjoint_from_the_task_images():
     images, _ = _load_raw()
     x_pre, _, x_val, _ = pretrain_split()

@@ -36,11 +36,11 @@ def _run(tmp_path, n, form="dense", devices=8):
 
 
 def test_one_two_and_four_devices_agree(tmp_path):
-    """Dense mixing on 1 device against dense mixing on 4 and the ring's shifts (sparse: explicit ppermute
-    between chips) on 2 and 4."""
+    """Dense mixing on 1 device against the ring's shifts (sparse: explicit ppermute between chips) on 2 and 4
+    (dense mixing on 4 chips: the six-device test below)."""
     info1, summary1, params1 = _run(tmp_path, 1)
     assert info1 == {"jax_devices": 1, "state_spread_over": [1]}
-    for n, form in ((4, "dense"), (2, "sparse"), (4, "sparse")):
+    for n, form in ((2, "sparse"), (4, "sparse")):
         _check_same(summary1, params1, n, *_run(tmp_path, n, form))
 
 

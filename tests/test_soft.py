@@ -56,6 +56,20 @@ def test_orthogonality_penalty_is_the_off_diagonal_gram_mass():
     np.testing.assert_allclose(orthogonality_penalty({"b": jnp.asarray(b), "a": jnp.asarray(a)}), expected, rtol=1e-4)
 
 
+def test_gram_offdiagonal_measures_how_orthogonal_b_columns_are():
+    from jaxdfl.metrics import gram_offdiagonal
+
+    q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(9, 3)))
+    assert float(gram_offdiagonal(jnp.asarray(q * [1.0, 2.0, 3.0]))) == pytest.approx(0.0, abs=1e-6)
+    same = jnp.ones((5, 4))  # four equal columns
+    assert float(gram_offdiagonal(same)) == pytest.approx(np.sqrt(1 - 1 / 4), rel=1e-6)
+    b = np.random.default_rng(1).normal(size=(6, 2))
+    gram = b.T @ b
+    assert float(gram_offdiagonal(jnp.asarray(b))) == pytest.approx(
+        np.sqrt(2) * abs(gram[0, 1]) / np.linalg.norm(gram), rel=1e-5)
+    assert float(gram_offdiagonal(jnp.zeros((4, 2)))) == 0.0
+
+
 def test_covariance_is_zero_for_identical_clients_and_matches_numpy():
     rng = np.random.default_rng(0)
     b, a = rng.normal(size=(1, 6, 2)), rng.normal(size=(1, 2, 4))

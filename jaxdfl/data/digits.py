@@ -12,8 +12,8 @@ Images are float32 in [0, 1], shape ``[n, 8, 8]``; labels are int32 in [0, 10).
 
 The 1797 images are split once (fixed seed) into a *pretraining* part, used only by
 ``experiments/pretrain_tiny_vit.py`` to train the bundled backbone on plain upright digits with their true
-labels, and a *fine-tuning* part from which every task builds its train and test sets. No task equals the
-pretraining task: each changes the label function, and three of four also change the input distribution.
+labels, and a *fine-tuning* part from which every task builds its train and test sets. No task but ``plain``
+equals the pretraining task: each changes the label function or the input distribution (or both).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""How orthogonal the devices' static projections are (A(16))."""
+"""How orthogonal the devices' static projections are (A(16)), and how orthogonal B's columns become under
+SOFT's regulariser (B(2))."""
 
 from __future__ import annotations
 
@@ -20,3 +21,11 @@ def projection_overlap(a: jax.Array) -> jax.Array:
     norms = jnp.linalg.norm(a.reshape(m, -1), axis=1)
     ratio = jnp.sqrt(jnp.sum(cross ** 2, axis=(2, 3))) / (norms[:, None] * norms[None, :])
     return jnp.sum(ratio * (1.0 - jnp.eye(m))) / (m * (m - 1))
+
+
+def gram_offdiagonal(b: jax.Array) -> jax.Array:
+    """‖BᵀB − diag(BᵀB)‖_F / ‖BᵀB‖_F for one layer's ``b`` ``[d, r]``: 0 when B's columns are orthogonal (what
+    B(2)'s penalty drives towards), √(1 − 1/r) for r equal columns; 0 for B = 0."""
+    gram = b.T @ b
+    off = gram - jnp.diag(jnp.diag(gram))
+    return jnp.linalg.norm(off) / jnp.maximum(jnp.linalg.norm(gram), 1e-30)

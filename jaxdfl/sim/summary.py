@@ -9,7 +9,7 @@ import numpy as np
 from scipy.sparse import csr_array
 from scipy.sparse.csgraph import connected_components
 
-from jaxdfl.metrics import projection_overlap
+from jaxdfl.metrics import gram_offdiagonal, projection_overlap
 from jaxdfl.sim.build import Simulation
 from jaxdfl.sim.processes import to_host
 from jaxdfl.sim.state import SimState
@@ -140,4 +140,7 @@ def summarize(sim: Simulation, state: SimState, records: list[dict], initial: di
         experts = jax.vmap(sim.method.experts.expert)(state.adapter)
         overlaps = [projection_overlap(layer["a"]) for layer in experts.values()]
         summary["projection_overlap"] = float(np.mean(overlaps))  # how near-orthogonal the static A's are
+    params = jax.tree.map(lambda a: a[0], state.adapter.params)  # device 0 (under a server: the global model)
+    if all(isinstance(p, dict) and {"a", "b"} <= set(p) for p in params.values()):
+        summary["b_gram_offdiagonal"] = {name: float(gram_offdiagonal(p["b"])) for name, p in params.items()}
     return summary
