@@ -62,45 +62,38 @@ def make_evaluate(objective: Objective, method: Method, device_chunk: int = 0,
         view = None if view is None else view._replace(experts=experts)
         return task_accuracies(objective, base, adapter_hook(method, adapter, view), test)
 
-    def one_device_routed(shared, mine):
-        base, test, experts = shared
-        adapter, view = mine
-        view = view._replace(experts=experts)
+    def each_task(score):
+        """One device's ``score(base, adapter, view, x, y, n, t)`` on every task's test set."""
+        def one_device(shared, mine):
+            base, test, experts = shared
+            adapter, view = mine
+            view = view._replace(experts=experts)
+            return jax.lax.map(lambda args: score(base, adapter, view, *args), (*test, jnp.arange(test.n.shape[0])))
+        return one_device
 
-        def one_task(args):
-            x, y, n, t = args
-            of_task = (task_of_device == t).astype(view.held.dtype)
-            routed = view._replace(held=view.held * of_task, stored=view.stored * of_task)
-            correct = objective.scores(base, x, adapter_hook(method, adapter, routed)).argmax(-1) == y
-            return jnp.where(jnp.arange(y.shape[0]) < n, correct, False).sum() / n
+    def routed(base, adapter, view, x, y, n, t):
+        of_task = (task_of_device == t).astype(view.held.dtype)
+        view = view._replace(held=view.held * of_task, stored=view.stored * of_task)
+        correct = objective.scores(base, x, adapter_hook(method, adapter, view)).argmax(-1) == y
+        return jnp.where(jnp.arange(y.shape[0]) < n, correct, False).sum() / n
 
-        return jax.lax.map(one_task, (*test, jnp.arange(test.n.shape[0])))
+    def share(base, adapter, view, x, y, n, t):
+        of_task = (task_of_device == t).astype(jnp.float32)
+        shares = {}
 
-    def one_device_share(shared, mine):
-        base, test, experts = shared
-        adapter, view = mine
-        view = view._replace(experts=experts)
+        def hook(name, h):  # records, per layer, while the mixture answers (the trace returns them)
+            route = method.experts.route(adapter, name, h, view)
+            if route is not None:
+                per_input = (route @ of_task).reshape(h.shape[0], -1).mean(-1)
+                shares[name] = jnp.where(jnp.arange(h.shape[0]) < n, per_input, 0.0).sum() / n
+            return method.experts.infer(adapter, name, h, view)
 
-        def one_task(args):
-            x, y, n, t = args
-            of_task = (task_of_device == t).astype(jnp.float32)
-            shares = {}
-
-            def hook(name, h):  # records, per layer, while the mixture answers (the trace returns them)
-                route = method.experts.route(adapter, name, h, view)
-                if route is not None:
-                    per_input = (route @ of_task).reshape(h.shape[0], -1).mean(-1)
-                    shares[name] = jnp.where(jnp.arange(h.shape[0]) < n, per_input, 0.0).sum() / n
-                return method.experts.infer(adapter, name, h, view)
-
-            objective.scores(base, x, hook)
-            return shares
-
-        return jax.lax.map(one_task, (*test, jnp.arange(test.n.shape[0])))
+        objective.scores(base, x, hook)
+        return shares
 
     every_device = over_devices(one_device, device_chunk)
-    every_device_routed = over_devices(one_device_routed, device_chunk)
-    every_device_share = over_devices(one_device_share, device_chunk)
+    every_device_routed = over_devices(each_task(routed), device_chunk)
+    every_device_share = over_devices(each_task(share), device_chunk)
 
     def evaluate(adapter, base, test: TestSets, w, stored=0.0, devices=None, routing: str = "mixture"):
         rows = (lambda tree: tree) if devices is None else (lambda tree: jax.tree.map(lambda a: a[devices], tree))
