@@ -18,12 +18,13 @@ from jaxdfl.sim.run_folder import RunFolder
 QUICK = LIGHT
 
 
+def _refuse(token):
+    raise ValueError(f"non-standard JSON token {token}")
+
+
 def _strict_records(path):
     """metrics.jsonl parsed by a strict JSON reader (bare NaN or Infinity would raise)."""
-    def refuse(token):
-        raise ValueError(f"non-standard JSON token {token}")
-
-    return [json.loads(line, parse_constant=refuse) for line in path.read_text().splitlines()]
+    return [json.loads(line, parse_constant=_refuse) for line in path.read_text().splitlines()]
 
 
 @pytest.fixture
@@ -74,6 +75,9 @@ def test_continue_goes_on_and_logs_it(tmp_path, poisoned, capsys):
     records = _strict_records(tmp_path / "cont" / "metrics.jsonl")
     assert records[0]["nonfinite_devices"] == 1 and records[-1]["train_loss"] is None  # NaN spread over the ring
     assert summary["status"] == "finished"
+    written = json.loads((tmp_path / "cont" / "summary.json").read_text(), parse_constant=_refuse)
+    nulls = [v for v in written["b_gram_offdiagonal"].values() if v is None]  # a NaN adapter, layer by layer
+    assert nulls and "b_gram_offdiagonal" in written["nonfinite"]
 
 
 def test_a_second_run_in_a_held_folder_is_refused_with_the_holders_pid(tmp_path):
@@ -186,3 +190,13 @@ def test_resume_needs_the_folder_and_list_shows_whole_sentences(capsys):
     descriptions = " ".join(line.strip() for line in lines if line.startswith(" ")).split(". ")
     assert lines[lines.index("quickstart") + 1].strip().startswith("The quick start: 8 simulated phones")
     assert all(line.strip() for line in lines) and descriptions[-1].endswith(".")
+
+
+def test_strict_replaces_non_finite_numbers_inside_nested_dicts():
+    from jaxdfl.sim.run_folder import strict
+
+    record = {"a": 1.0, "per_layer": {"q": float("nan"), "k": 0.5}, "b": float("inf"), "ok": {"x": 2.0}}
+    out = strict(record)
+    assert out == {"a": 1.0, "per_layer": {"q": None, "k": 0.5}, "b": None, "ok": {"x": 2.0},
+                   "nonfinite": ["per_layer", "b"]}
+    assert strict({"a": 1.0, "d": {"x": 2.0}}) == {"a": 1.0, "d": {"x": 2.0}}

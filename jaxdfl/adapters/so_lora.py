@@ -37,7 +37,7 @@ from jaxdfl.adapters.spectral import LayerStats, allocate_sparsity, calibration,
 from jaxdfl.schema import require
 from jaxdfl.sparse.topk import kth_largest, top_k_mask
 
-SHARED_A_KEY = jax.random.key(20250407)  # under shared_a every device (and every run) draws the same A
+SHARED_A_SEED = 20250407  # under shared_a every device (and every run) draws A from this key
 
 __all__ = ["LayerStats", "LoriConfig", "SoLoraConfig", "SoLoraFrozen", "SoLoraMemory", "allocate_sparsity",
            "so_lora", "spectral_entropy"]
@@ -79,7 +79,7 @@ def so_lora(rank: int = 4, alpha: float = 8.0, a_std: float | None = None, *, de
     k_moe = rank if top_k is None else top_k
 
     def init(key, layers, stats: LayerStats):
-        keys = jax.random.split(SHARED_A_KEY if shared_a else key, len(layers))
+        keys = jax.random.split(jax.random.key(SHARED_A_SEED) if shared_a else key, len(layers))
         a, params = {}, {}
         for k_, (name, (fan_in, fan_out)) in zip(keys, layers.items()):
             std = a_std if a_std is not None else fan_in ** -0.5

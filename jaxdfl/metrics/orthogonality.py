@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def projection_overlap(a: jax.Array) -> jax.Array:
@@ -23,9 +24,10 @@ def projection_overlap(a: jax.Array) -> jax.Array:
     return jnp.sum(ratio * (1.0 - jnp.eye(m))) / (m * (m - 1))
 
 
-def gram_offdiagonal(b: jax.Array) -> jax.Array:
+def gram_offdiagonal(b):
     """‖BᵀB − diag(BᵀB)‖_F / ‖BᵀB‖_F for one layer's ``b`` ``[d, r]``: 0 when B's columns are orthogonal (what
     B(2)'s penalty drives towards), √(1 − 1/r) for r equal columns; 0 for B = 0."""
+    xp = np if isinstance(b, np.ndarray) else jnp  # NumPy in, NumPy out (float64 on the host)
     gram = b.T @ b
-    off = gram - jnp.diag(jnp.diag(gram))
-    return jnp.linalg.norm(off) / jnp.maximum(jnp.linalg.norm(gram), 1e-30)
+    off = gram - xp.diag(xp.diag(gram))
+    return xp.linalg.norm(off) / xp.maximum(xp.linalg.norm(gram), 1e-30)

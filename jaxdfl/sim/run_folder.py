@@ -36,12 +36,25 @@ def check_writable(out: Path) -> None:
 
 
 def strict(record: dict) -> dict:
-    """``record`` with every non-finite number replaced by None and the keys listed under ``nonfinite``
-    (``json.dumps(..., allow_nan=False)`` then holds)."""
-    bad = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
+    """``record`` with every non-finite number (also inside nested dicts, e.g. per layer) replaced by None and
+    the top-level keys that held one listed under ``nonfinite`` (``json.dumps(..., allow_nan=False)`` then
+    holds)."""
+    bad = [k for k, v in record.items() if not _finite(v)]
     if not bad:
         return record
-    return {k: (None if k in bad else v) for k, v in record.items()} | {"nonfinite": bad}
+    return {k: (_finite_or_none(v) if k in bad else v) for k, v in record.items()} | {"nonfinite": bad}
+
+
+def _finite(value) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return all(_finite(v) for v in value.values()) if isinstance(value, dict) else True
+
+
+def _finite_or_none(value):
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    return value if _finite(value) else None
 
 
 class RunFolder:

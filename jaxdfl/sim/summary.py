@@ -140,7 +140,8 @@ def summarize(sim: Simulation, state: SimState, records: list[dict], initial: di
         experts = jax.vmap(sim.method.experts.expert)(state.adapter)
         overlaps = [projection_overlap(layer["a"]) for layer in experts.values()]
         summary["projection_overlap"] = float(np.mean(overlaps))  # how near-orthogonal the static A's are
-    params = jax.tree.map(lambda a: a[0], state.adapter.params)  # device 0 (under a server: the global model)
-    if all(isinstance(p, dict) and {"a", "b"} <= set(p) for p in params.values()):
-        summary["b_gram_offdiagonal"] = {name: float(gram_offdiagonal(p["b"])) for name, p in params.items()}
+    params = state.adapter.params
+    if all(isinstance(p, dict) and {"a", "b"} <= set(p) for p in params.values()):  # device 0 (under a server:
+        summary["b_gram_offdiagonal"] = {  # the global model), in float64 on the host: the same in any layout
+            name: float(gram_offdiagonal(np.asarray(to_host(p["b"][0]), np.float64))) for name, p in params.items()}
     return summary
