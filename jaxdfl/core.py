@@ -132,6 +132,11 @@ class ExpertMixture(NamedTuple):
     route: Callable[..., jax.Array | None] | None = None
 
 
+def has_lora_factors(params: PyTree) -> bool:
+    """Whether every adapted layer's params are LoRA factors ``{"a", "b", ...}`` (one device's, or stacked)."""
+    return all(isinstance(p, dict) and {"a", "b"} <= set(p) for p in params.values())
+
+
 def no_regularizer(state: AdapterState) -> jax.Array:
     return jnp.zeros(())
 
@@ -192,4 +197,5 @@ def adapter_hook(method: Method, state: AdapterState, view: ExpertView | None = 
 
 
 __all__ = ["AdapterState", "ExpertMixture", "ExpertView", "Message", "Method", "Mixed", "PyTree", "RoundControl",
-           "adapter_hook", "expert_views", "layer_density", "no_regularizer", "num_params", "trained_params"]
+           "adapter_hook", "expert_views", "has_lora_factors", "layer_density", "no_regularizer", "num_params",
+           "trained_params"]

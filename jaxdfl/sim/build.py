@@ -14,9 +14,10 @@ import numpy as np
 
 from jaxdfl import data as data_lib
 from jaxdfl.control.server import ServerController, build_controller, initial_queue
-from jaxdfl.core import Method, RoundControl, layer_density, num_params, trained_params
+from jaxdfl.core import Method, RoundControl, has_lora_factors, layer_density, num_params, trained_params
 from jaxdfl.errors import ConfigError, warn
 from jaxdfl.models import Model, adapted_layers, bundled_weights_path, from_pretrained, load_weights, tiny_vit
+from jaxdfl.models.loading import BUNDLED_TINY_VIT
 from jaxdfl.models.model import tiny_vit_model
 from jaxdfl.network.d2d import LinkBudget, trajectory
 from jaxdfl.sim.evaluate import TestSets, make_evaluate, task_accuracies
@@ -124,7 +125,7 @@ def load_model(model_cfg, seed: int = 0) -> tuple[Model, dict]:
         sizes = {k: getattr(model_cfg, k) for k in ("dim", "depth", "heads", "mlp_dim")}
         spec = tiny_vit.TinyViTSpec(**{k: v for k, v in sizes.items() if v is not None})
         return tiny_vit_model(spec), tiny_vit.init_params(jax.random.key(seed), spec)
-    bundled = model_cfg.checkpoint in ("bundled", "bundled_wide")
+    bundled = model_cfg.checkpoint in BUNDLED_TINY_VIT
     path = bundled_weights_path(model_cfg.checkpoint) if bundled else Path(model_cfg.checkpoint)
     if not path.is_file():
         raise ConfigError(f"model.checkpoint: no file at {path}")
@@ -250,7 +251,7 @@ def build_simulation(cfg: Config, status: Callable[[str], None] = lambda message
     sparse = sparse_mixing(cfg, topology, method, channel)
     server = cfg.topology.name == "server"
     params = jax.eval_shape(init_fn, jax.random.key(0)).adapter.params
-    factors = all(isinstance(p, dict) and {"a", "b"} <= set(p) for p in params.values())  # B(12) needs B and A
+    factors = has_lora_factors(params)  # B(12) needs B and A
     make_round = functools.partial(make_round_step, objective, method, optimizer, local_steps=cfg.local_steps,
                                    batch_size=cfg.batch_size, reset_state=cfg.optimizer.reset_state,
                                    covariance=server and factors, collision=not server, channel=channel,

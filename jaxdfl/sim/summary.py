@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from scipy.sparse import csr_array
 from scipy.sparse.csgraph import connected_components
 
+from jaxdfl.core import expert_views, has_lora_factors
 from jaxdfl.metrics import gram_offdiagonal, projection_overlap
 from jaxdfl.sim.build import Simulation
 from jaxdfl.sim.processes import to_host
@@ -68,9 +70,8 @@ def routing_share(sim, shares: dict, w: np.ndarray, stored: float) -> dict:
     ignored the task (each held expert's share of the held experts)."""
     if not shares:
         return {}
-    devices = evaluated_devices(sim)
-    held = w[devices] != 0
-    holds = held | ((~held) & bool(stored))  # [N, M]: the experts each evaluated device answers with
+    view = expert_views(None, jnp.asarray(w), stored)  # the experts each device answers with, as evaluation
+    holds = np.asarray(jnp.maximum(view.held, view.stored))[evaluated_devices(sim)] > 0  # [N, M]
     tasks = sim.data.task_of_device
     blind = np.stack([(holds & (tasks == t)).sum(1) / holds.sum(1) for t in range(len(sim.data.task_names))], 1)
     layers = {name: float(np.asarray(v).mean()) for name, v in shares.items()}
@@ -141,7 +142,7 @@ def summarize(sim: Simulation, state: SimState, records: list[dict], initial: di
         overlaps = [projection_overlap(layer["a"]) for layer in experts.values()]
         summary["projection_overlap"] = float(np.mean(overlaps))  # how near-orthogonal the static A's are
     params = state.adapter.params
-    if all(isinstance(p, dict) and {"a", "b"} <= set(p) for p in params.values()):  # device 0 (under a server:
+    if has_lora_factors(params):  # device 0 (under a server:
         summary["b_gram_offdiagonal"] = {  # the global model), in float64 on the host: the same in any layout
             name: float(gram_offdiagonal(np.asarray(to_host(p["b"][0]), np.float64))) for name, p in params.items()}
     return summary
