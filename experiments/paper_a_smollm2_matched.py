@@ -4,7 +4,7 @@ of trained entries per device, clusters that are not all singletons, and mean ±
     python experiments/paper_a_smollm2_matched.py                 # results/paper_a/a5_matched.{csv,md}
     python experiments/paper_a_smollm2_matched.py --rounds 1 --seeds 0   # a smoke run
 
-Runs configs/paper_a/smollm2_matched.yaml (proposed: r = 8, Q = 25% of B) and smollm2_matched_lora.yaml (LoRA:
+Runs configs/paper_a/smollm2_matched.yaml (proposed: r = 16, Q = 12.5% of B) and smollm2_matched_lora.yaml (LoRA:
 r = 1): on SmolLM2's maps the two train the same number of entries to within a few percent (docs/RESULTS.md).
 Seeds run as replicas of one program. For the proposed method the table also gives each device's own adapter
 alone, oracle routing and the routing diagnostic, beside the mixture the paper infers with.

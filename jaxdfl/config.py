@@ -16,6 +16,7 @@ from jaxdfl.bundled import bundled_configs_dir, list_bundled, resolve_path
 from jaxdfl.control.config import ControlConfig
 from jaxdfl.diff.config import StudyConfig
 from jaxdfl.errors import ConfigError
+from jaxdfl.federation.config import AggregationConfig, AttackConfig, AvailabilityConfig, ServerOptimizerConfig
 from jaxdfl.schema import build, check_path, load_yaml, plain, require
 from jaxdfl.topology.config import TopologyConfig
 
@@ -138,9 +139,11 @@ class OptimizerConfig:
     momentum: float = 0.0  # "sgd" only
     weight_decay: float = 0.0  # "adamw" only
     reset_state: bool = False  # re-initialise the optimizer state at the start of every round
+    prox_mu: float = 0.0  # FedProx: weight μ of the proximal term μ/2 ‖θ − θ_round start‖²; 0 = off
 
     def __post_init__(self):
         require(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}")
+        require(self.prox_mu >= 0, "prox_mu", f"must be >= 0, got {self.prox_mu}")
         require(0 <= self.momentum < 1, "momentum", f"must be in [0, 1), got {self.momentum}")
         require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
 
@@ -176,6 +179,10 @@ class Config:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
+    availability: AvailabilityConfig = field(default_factory=AvailabilityConfig)
+    aggregation: AggregationConfig = field(default_factory=AggregationConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    server_optimizer: ServerOptimizerConfig = field(default_factory=ServerOptimizerConfig)
     study: StudyConfig = field(default_factory=StudyConfig)  # jaxdfl learn only
 
     def __post_init__(self):
@@ -209,6 +216,12 @@ class Config:
         if self.topology.name == "clusters":
             require(self.network.name == "d2d", "topology.name",
                     "'clusters' forms clusters under the power/delay budget of network.name: d2d; set it")
+        if self.server_optimizer.name != "none":
+            require(self.topology.name == "server", "server_optimizer.name",
+                    f"{self.server_optimizer.name!r} steps a server's global model: it needs topology.name=server")
+        if self.attack.kind == "label_flip":
+            require(not self.data.is_text, "attack.kind",
+                    "'label_flip' reverses class labels of an image task; text tasks have no class order")
         if self.topology.name == "kregular":
             d = self.topology.degree
             require(d < self.num_devices and (d * self.num_devices) % 2 == 0, "topology.degree",
@@ -279,6 +292,6 @@ def load_config(source: str | Path | dict | Config | None = None, overrides=()) 
     return build(Config, apply_overrides(data, list(overrides)))
 
 
-__all__ = ["Config", "ControlConfig", "DataConfig", "MethodConfig", "ModelConfig", "NetworkConfig",
-           "OptimizerConfig", "TopologyConfig", "apply_overrides", "bundled_configs_dir", "list_bundled",
-           "load_config", "resolve_path"]
+__all__ = ["AggregationConfig", "AttackConfig", "AvailabilityConfig", "Config", "ControlConfig", "DataConfig",
+           "MethodConfig", "ModelConfig", "NetworkConfig", "OptimizerConfig", "ServerOptimizerConfig",
+           "TopologyConfig", "apply_overrides", "bundled_configs_dir", "list_bundled", "load_config", "resolve_path"]

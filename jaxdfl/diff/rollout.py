@@ -42,7 +42,7 @@ def split_validation(sim: Simulation, fraction: float, seed: int) -> tuple[Devic
     x_val = np.where((np.arange(held.max()) < held[:, None]).reshape(*rows.shape, *[1] * (data.pool_x.ndim - 1)),
                      data.pool_x[rows], 0).astype(data.pool_x.dtype)
     placed = jax.device_put((index, data.n - held), sim.device.index.sharding)
-    return (DeviceData(sim.device.base, sim.device.x, sim.device.y, *placed),
+    return (DeviceData(sim.device.base, sim.device.x, sim.device.y, *placed, sim.device.byzantine),
             Validation(*jax.device_put((x_val, data.pool_y[rows], held))))
 
 

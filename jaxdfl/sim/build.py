@@ -16,6 +16,7 @@ from jaxdfl import data as data_lib
 from jaxdfl.control.server import ServerController, build_controller, initial_queue
 from jaxdfl.core import Method, RoundControl, has_lora_factors, layer_density, num_params, trained_params
 from jaxdfl.errors import ConfigError, warn
+from jaxdfl.federation import availability_plan, byzantine_devices, make_poison, make_rule, make_server_optimizer
 from jaxdfl.models import Model, adapted_layers, bundled_weights_path, from_pretrained, load_weights, tiny_vit
 from jaxdfl.models.loading import BUNDLED_TINY_VIT
 from jaxdfl.models.model import tiny_vit_model
@@ -25,7 +26,7 @@ from jaxdfl.sim.layout import SPARSE_BELOW, evaluation_sample, padded_devices, s
 from jaxdfl.sim.mesh import make_mesh, replicated, sharded
 from jaxdfl.sim.objective import Objective, choice_likelihood, classification
 from jaxdfl.sim.optimizer import make_optimizer
-from jaxdfl.sim.padding import pad_mixing, pad_rows
+from jaxdfl.sim.padding import pad_mixing, pad_online, pad_rows
 from jaxdfl.network.channels import Channel
 from jaxdfl.sim.round import DeviceData, make_round_step, run_rounds
 from jaxdfl.sim.schedule import round_inputs
@@ -69,13 +70,18 @@ class Simulation(NamedTuple):
     evaluated: np.ndarray | None = None  # the devices evaluate_fn scores ([N]; None: every device)
     evaluate: Callable | None = None  # make_evaluate's function, unjitted (replicas vmap it)
     padded: int = 0  # M' > M: the device axis holds inert devices after the real ones (jaxdfl.sim.padding)
+    online: Callable[[int], np.ndarray] | None = None  # availability: the devices online in a round ([M] bool)
 
     def inputs(self, start: int, stop: int, dense: bool = False) -> RoundInputs:
         """The inputs of rounds ``start..stop-1``, stacked ``[R, ...]``, as the topology and network plan them;
         W in the form the round program uses (``dense``: always the ``[M, M]`` matrix)."""
         key = jax.random.fold_in(jax.random.key(self.config.seed), 1)
-        inputs = round_inputs(self.topology, self.positions, key, start, stop, self.sparse_mixing and not dense)
-        return inputs._replace(w=pad_mixing(inputs.w, self.padded)) if self.padded else inputs
+        inputs = round_inputs(self.topology, self.positions, key, start, stop, self.sparse_mixing and not dense,
+                              self.online)
+        if not self.padded:
+            return inputs
+        available = None if inputs.available is None else pad_online(inputs.available, self.padded)
+        return inputs._replace(w=pad_mixing(inputs.w, self.padded), available=available)
 
     def mixing(self, round_: int):
         """Round ``round_``'s W in the form the round program uses."""
@@ -190,6 +196,34 @@ def check_method_fits(method_cfg, layers: dict[str, tuple[int, int]], num_device
              "same as moe_top_k: 0 (sum every expert)")
 
 
+def federation_settings(cfg: Config, method: Method, adapter, data: data_lib.FederatedData) -> dict:
+    """:func:`make_round_step`'s realistic-federation arguments from the ``aggregation``, ``attack``,
+    ``server_optimizer`` and ``optimizer.prox_mu`` settings. A robust rule or a poisoned message needs to
+    know what an update is: the message minus the round-start params (a method that sends its params), or the
+    message itself (a method that sends deltas); a method that sends anything else cannot have either."""
+    rule = None if cfg.aggregation.rule == "mean" else make_rule(cfg.aggregation)
+    poison = make_poison(cfg.attack)
+    deltas = type(cfg.method).sends_deltas
+    if (rule is not None or poison is not None) and not deltas:
+        def sent(adapter):
+            keys = jax.random.split(jax.random.key(0), jax.tree.leaves(adapter)[0].shape[0])
+            encode = jax.vmap(method.encode, in_axes=(0, 0, 0, None))
+            return encode(adapter, adapter.params, keys, RoundControl())[0].values
+
+        values = jax.eval_shape(sent, adapter)
+        same = jax.tree.structure(values) == jax.tree.structure(adapter.params) and all(
+            a.shape == b.shape for a, b in zip(jax.tree.leaves(values), jax.tree.leaves(adapter.params)))
+        if not same:
+            what = "aggregation.rule" if rule is not None else "attack.kind"
+            raise ConfigError(f"{what}: method.name={cfg.method.name!r} sends neither its params nor a delta, so "
+                              "its updates cannot be measured; use aggregation.rule: mean and no model-poisoning "
+                              "attack with it")
+    classes = int(data.pool_y.max()) + 1 if cfg.attack.kind == "label_flip" else 0
+    return {"rule": rule, "centre_at_start": not deltas, "poison": poison, "label_classes": classes,
+            "server_optimizer": make_server_optimizer(cfg.server_optimizer),
+            "prox_mu": cfg.optimizer.prox_mu}
+
+
 def build_simulation(cfg: Config, status: Callable[[str], None] = lambda message: None,
                      loaded: tuple[Model, dict] | None = None) -> Simulation:
     """Load the model and data, build the method, topology and the jitted programs for ``cfg``; ``status``
@@ -212,12 +246,16 @@ def build_simulation(cfg: Config, status: Callable[[str], None] = lambda message
     padded = m if m > cfg.num_devices else 0
     mesh = make_mesh(m)
     on_devices, everywhere = sharded(mesh), replicated(mesh)
+    byzantine = None
+    if cfg.attack.kind != "none":  # a fixed set per seed; inert padding devices (jaxdfl.sim.padding) are honest
+        byzantine = np.zeros(m, bool)
+        byzantine[:cfg.num_devices] = byzantine_devices(cfg.attack.share, cfg.num_devices, cfg.seed)
     device = DeviceData(*jax.device_put((base, data.pool_x, data.pool_y), everywhere),
                         *jax.device_put(pad_rows(data.index, data.n, m) if padded else (data.index, data.n),
-                                        on_devices))
+                                        on_devices), jax.device_put(byzantine, on_devices))
     test = TestSets(*jax.device_put((data.test_x, data.test_y, data.test_n), everywhere))
     state_sharding = SimState(on_devices, on_devices, everywhere,
-                              on_devices if cfg.on_nonfinite == "drop_device" else None)
+                              on_devices if cfg.on_nonfinite == "drop_device" else None, everywhere)
 
     stats = None
     if method.calibrate is not None:  # what the method reads of the base on each device's data, once
@@ -236,6 +274,14 @@ def build_simulation(cfg: Config, status: Callable[[str], None] = lambda message
         alive = jnp.ones(m, bool) if cfg.on_nonfinite == "drop_device" else None
         return SimState(adapter, jax.vmap(optimizer.init)(adapter.params), queue, alive)
 
+    server_optimizer = make_server_optimizer(cfg.server_optimizer)
+    if server_optimizer is not None:
+        init_clients = init_fn
+
+        def init_fn(key, stats):  # the server's optimizer state over one copy of the global params
+            state = init_clients(key, stats)
+            return state._replace(server=server_optimizer.init(jax.tree.map(lambda p: p[0], state.adapter.params)))
+
     init_fn = functools.partial(jax.jit(init_fn, out_shardings=state_sharding), stats=stats)
     channel, positions, labels = None, (lambda round_: None), None
     if cfg.network.name == "d2d":
@@ -246,19 +292,21 @@ def build_simulation(cfg: Config, status: Callable[[str], None] = lambda message
         positions = trajectory(cfg.num_devices, net.radius, net.move_std, cfg.seed, start)
     if cfg.topology.name == "clusters":  # densities and message sizes are known at init, before training
         labels = cluster_labels(cfg, method, init_fn(jax.random.key(cfg.seed)).adapter, positions(0))
-    topology = build_topology(cfg.topology, cfg.num_devices, data.n, cfg.seed, data.task_of_device, labels)
+    online = availability_plan(cfg.availability, cfg.num_devices, cfg.seed)
+    topology = build_topology(cfg.topology, cfg.num_devices, data.n, cfg.seed, data.task_of_device, labels, online)
 
     sparse = sparse_mixing(cfg, topology, method, channel)
     server = cfg.topology.name == "server"
-    params = jax.eval_shape(init_fn, jax.random.key(0)).adapter.params
-    factors = has_lora_factors(params)  # B(12) needs B and A
+    shapes = jax.eval_shape(init_fn, jax.random.key(0)).adapter
+    factors = has_lora_factors(shapes.params)  # B(12) needs B and A
+    federation = federation_settings(cfg, method, shapes, data)
     make_round = functools.partial(make_round_step, objective, method, optimizer, local_steps=cfg.local_steps,
                                    batch_size=cfg.batch_size, reset_state=cfg.optimizer.reset_state,
                                    covariance=server and factors, collision=not server, channel=channel,
                                    controller=controller, device_chunk=cfg.device_chunk,
                                    drop_nonfinite=cfg.on_nonfinite == "drop_device",
                                    shifts=topology.shifts if sparse and not padded else None, mesh=mesh,
-                                   real=cfg.num_devices if padded else None)
+                                   real=cfg.num_devices if padded else None, server=server, **federation)
     round_step = make_round()
     scanned = jax.jit(functools.partial(run_rounds, round_step), out_shardings=(state_sharding, everywhere),
                       donate_argnums=0)
@@ -275,4 +323,5 @@ def build_simulation(cfg: Config, status: Callable[[str], None] = lambda message
                       init_fn, make_round, round_step,
                       lambda state, inputs: scanned(state, device, inputs),
                       functools.partial(evaluate_fn, device=device, test=test),
-                      functools.partial(base_accuracy_fn, device.base, test=test), sparse, evaluated, evaluate, padded)
+                      functools.partial(base_accuracy_fn, device.base, test=test), sparse, evaluated, evaluate, padded,
+                      online)

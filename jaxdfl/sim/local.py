@@ -6,9 +6,11 @@ from __future__ import annotations
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from jaxdfl.core import AdapterState, ExpertView, Method, adapter_hook
+from jaxdfl.federation.attacks import flip_labels
 
 
 def over_devices(fn: Callable, chunk: int = 0) -> Callable:
@@ -25,10 +27,14 @@ def over_devices(fn: Callable, chunk: int = 0) -> Callable:
 
 
 def make_local_train(model_loss, method: Method, optimizer: optax.GradientTransformation, local_steps: int,
-                     batch_size: int, reset_state: bool):
-    """Returns ``train(state, opt_state, base, x, y, index, n, key, view=None) -> (state, opt_state,
-    mean_loss)`` for one device, with ``model_loss(base, x, y, hook) -> scalar`` (an
+                     batch_size: int, reset_state: bool, prox_mu: float = 0.0, num_classes: int = 0):
+    """Returns ``train(state, opt_state, base, x, y, index, n, key, view=None, flip=False) -> (state,
+    opt_state, mean_loss)`` for one device, with ``model_loss(base, x, y, hook) -> scalar`` (an
     :class:`~jaxdfl.sim.objective.Objective`'s ``loss``).
+
+    ``prox_mu`` > 0 adds FedProx's proximal term ``μ/2 ‖θ − θ_start‖²`` (Li et al. 2020, eq. 2), ``θ_start``
+    the params the device started the round from. With ``flip`` (a label-flipping attacker) the device trains
+    on labels ``num_classes − 1 − y``.
 
     ``x`` ``[N, ...]``, ``y`` ``[N]`` are the training pool, ``index`` ``[n_max]`` the device's rows of it
     and ``n`` how many are real; each step draws a mini-batch of ``batch_size`` of them uniformly (with
@@ -36,18 +42,24 @@ def make_local_train(model_loss, method: Method, optimizer: optax.GradientTransf
     pass is the device's mixture of held experts (:func:`~jaxdfl.core.adapter_hook`).
     """
 
-    def train(state: AdapterState, opt_state, base, x, y, index, n, key, view: ExpertView | None = None):
+    def train(state: AdapterState, opt_state, base, x, y, index, n, key, view: ExpertView | None = None,
+              flip=False):
         if reset_state:
             opt_state = optimizer.init(state.params)
 
         def loss_fn(params, xb, yb):
             adapter = state._replace(params=params)
-            return model_loss(base, xb, yb, adapter_hook(method, adapter, view)) + method.regularizer(adapter)
+            loss = model_loss(base, xb, yb, adapter_hook(method, adapter, view)) + method.regularizer(adapter)
+            if prox_mu:
+                loss += 0.5 * prox_mu * sum(jnp.sum((p - p0) ** 2) for p, p0 in
+                                            zip(jax.tree.leaves(params), jax.tree.leaves(state.params)))
+            return loss
 
         def step(carry, k):
             params, s = carry
             idx = index[jax.random.randint(k, (batch_size,), 0, n)]
-            loss, grads = jax.value_and_grad(loss_fn)(params, x[idx], y[idx])
+            yb = jnp.where(flip, flip_labels(y[idx], num_classes), y[idx]) if num_classes else y[idx]
+            loss, grads = jax.value_and_grad(loss_fn)(params, x[idx], yb)
             updates, s = optimizer.update(grads, s, params)
             return (optax.apply_updates(params, updates), s), loss
 

@@ -53,3 +53,10 @@ def pad_rows(index: np.ndarray, n: np.ndarray, m_pad: int) -> tuple[np.ndarray, 
     extra = m_pad - len(n)
     return (np.concatenate([index, np.repeat(index[:1], extra, 0)]),
             np.concatenate([n, np.repeat(n[:1], extra)]))
+
+
+def pad_online(available: np.ndarray, m_pad: int) -> np.ndarray:
+    """Online flags ``[..., M]`` for M' = ``m_pad`` devices: inert devices count as online (they hear only
+    themselves either way)."""
+    extra = np.ones((*available.shape[:-1], m_pad - available.shape[-1]), bool)
+    return np.concatenate([np.asarray(available, bool), extra], -1)

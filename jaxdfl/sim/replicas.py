@@ -123,12 +123,13 @@ class Replicas(Single):
         base_axis = 0 if config.model.checkpoint == "random" else None  # a random base is drawn per seed
         data = DeviceData(_stack([s.device.base for s in sims]) if base_axis == 0 else first.device.base,
                           first.device.x, first.device.y, _stack_padded([s.device.index for s in sims]),
-                          _stack([s.device.n for s in sims]))
-        data_axes = DeviceData(base_axis, None, None, 0, 0)
+                          _stack([s.device.n for s in sims]),
+                          None if first.device.byzantine is None else _stack([s.device.byzantine for s in sims]))
+        data_axes = DeviceData(base_axis, None, None, 0, 0, 0)
         on_devices = NamedSharding(first.mesh, PartitionSpec(None, DEVICE_AXIS))
         everywhere = replicated(first.mesh)
         self.state_sharding = SimState(on_devices, on_devices, everywhere,
-                                       None if config.on_nonfinite != "drop_device" else on_devices)
+                                       None if config.on_nonfinite != "drop_device" else on_devices, everywhere)
 
         def scan(state, data, inputs):
             step = jax.vmap(first.round_step, in_axes=(0, data_axes, 0))

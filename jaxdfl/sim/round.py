@@ -21,20 +21,24 @@ from jaxdfl.network.channels import Channel
 from jaxdfl.sim.local import make_local_train, over_devices
 from jaxdfl.sim.objective import Objective
 from jaxdfl.sim.state import RoundInputs, SimState
-from jaxdfl.topology.mixing import drop_senders, heard, mix, num_linked, row
+from jaxdfl.federation.aggregators import robust_mix
+from jaxdfl.federation.server import server_step
+from jaxdfl.topology.mixing import count_links, drop_columns, drop_senders, heard, mix, num_linked, row
 from jaxdfl.topology.neighbours import Neighbours
 
 
 class DeviceData(NamedTuple):
     """The arrays a round reads and never changes: the frozen base weights and the training pool, ``x``
-    ``[N, ...]``, ``y`` ``[N]`` (both shared by every device), and each device's rows of the pool, ``index``
-    ``[M, n_max]`` (``n`` ``[M]`` of them real)."""
+    ``[N, ...]``, ``y`` ``[N]`` (both shared by every device), each device's rows of the pool, ``index``
+    ``[M, n_max]`` (``n`` ``[M]`` of them real), and ``byzantine`` ``[M]`` bool, the attacking devices (None:
+    no attack)."""
 
     base: dict
     x: jax.Array
     y: jax.Array
     index: jax.Array
     n: jax.Array
+    byzantine: jax.Array | None = None
 
 
 def finite_devices(loss: jax.Array, adapter) -> jax.Array:
@@ -47,7 +51,9 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
                     reset_state: bool = False, covariance: bool = False, collision: bool = False,
                     channel: Channel | None = None, controller: ServerController | None = None,
                     device_chunk: int = 0, drop_nonfinite: bool = False, shifts: tuple[int, ...] | None = None,
-                    mesh=None, real: int | None = None) -> Callable:
+                    mesh=None, real: int | None = None, server: bool = False, rule: Callable | None = None,
+                    centre_at_start: bool = False, poison: Callable | None = None,
+                    label_classes: int = 0, server_optimizer=None, prox_mu: float = 0.0) -> Callable:
     """``round_step(state, data: DeviceData, inputs: RoundInputs) -> (state, metrics)`` for all devices.
 
     Only the active devices (``inputs.active``, all when None) train and ``encode``, so an inactive device's
@@ -68,6 +74,19 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
     ``real``: only the first ``real`` devices are real; the rest are inert padding (:mod:`jaxdfl.sim.padding`,
     W gives them only themselves): their state is kept as it was, and no metric counts them.
 
+    Realistic federations (:mod:`jaxdfl.federation`; ``server``: W is a server's average, every row the same):
+
+    * ``inputs.available`` ``[M]`` bool: offline devices neither train nor send (their state is kept; nobody
+      hears them). Under a server they download the global model like everyone; device to device they hear
+      nothing. A round in which a server hears nobody leaves every device as it was.
+    * ``rule``: a robust aggregator (:func:`jaxdfl.federation.make_rule`) in place of the weighted average;
+      updates are measured from each receiver's round-start params (``centre_at_start``) or from 0 (methods
+      that send deltas).
+    * ``data.byzantine`` ``[M]`` bool, the attacking devices: ``poison`` rewrites their messages
+      (:func:`jaxdfl.federation.make_poison`), ``label_classes`` > 0 makes them train on flipped labels.
+    * ``server_optimizer``: optax on the pseudo-gradient global − average (FedAvgM, FedAdam, FedYogi), its
+      state in ``state.server``; ``prox_mu``: FedProx's proximal term in local training.
+
     ``metrics`` (every entry a scalar unless noted; :func:`jaxdfl.sim.run.run` logs every scalar):
       ``train_loss`` mean local loss over active devices; ``device_loss`` ``[K]``; ``finite`` ``[M]`` bool
       and ``nonfinite_devices`` (how many devices' loss or adapter went non-finite in local training);
@@ -79,21 +98,26 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
       :func:`~jaxdfl.metrics.neighbourhood_collision` of the sent masks, a dense message holding every
       position); with a channel the :class:`~jaxdfl.network.d2d.LinkReport` fields (``energy_j`` including
       the exchange) and ``exchange_delay_s``; with a controller its record (``ratio``, ``delay_s``,
-      ``queue``, ``gamma``, ``bandwidth_min``, ``bandwidth_max``).
+      ``queue``, ``gamma``, ``bandwidth_min``, ``bandwidth_max``); message accounting, where
+      ``messages_planned`` = ``messages_delivered`` + ``messages_lost_unavailable`` + ``messages_lost_dropped``
+      + ``messages_lost_outage`` (a message is one sender → receiver link, one upload under a server);
+      ``online_devices`` with ``inputs.available``.
     """
-    local_train = make_local_train(objective.loss, method, optimizer, local_steps, batch_size, reset_state)
+    local_train = make_local_train(objective.loss, method, optimizer, local_steps, batch_size, reset_state,
+                                   prox_mu, label_classes)
 
     def train(shared, mine):
         base, x, y, experts = shared
-        adapter, opt_state, index, n, key, view = mine
+        adapter, opt_state, index, n, key, view, flip = mine
         return local_train(adapter, opt_state, base, x, y, index, n, key,
-                           None if view is None else view._replace(experts=experts))
+                           None if view is None else view._replace(experts=experts), flip)
 
     train_all = over_devices(train, device_chunk)
     through_experts = method.experts is not None and method.experts.train_through
 
     def round_step(state: SimState, data: DeviceData, inputs: RoundInputs):
-        w, active, control = inputs.w, inputs.active, inputs.control
+        w, active, control, available = inputs.w, inputs.active, inputs.control, inputs.available
+        planned = w
         m = jax.tree.leaves(state.adapter)[0].shape[0]
         sparse = isinstance(w, Neighbours)
         metrics = {}
@@ -110,13 +134,19 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
         if through_experts:
             view = expert_views(jax.vmap(method.experts.expert)(state.adapter), w, control.stored)
             view, experts = jax.tree.map(pick, view._replace(experts=None)), view.experts
-        mine = (*part, pick(data.index), pick(data.n), jax.random.split(k_train, k), view)
+        mine = (*part, pick(data.index), pick(data.n), jax.random.split(k_train, k), view,
+                pick(data.byzantine) if label_classes else None)
         adapter, opt_state, loss = train_all((data.base, data.x, data.y, experts), mine)
         trained = adapter.params
         finite = finite_devices(loss, adapter)
         if active is not None:
             finite = jnp.ones(m, bool).at[active].set(finite)
         counts = jnp.ones(k, bool) if real is None or active is not None else jnp.arange(k) < real
+        online = None if available is None else pick(available)
+        if online is not None:  # an offline device trained in the program, but nobody will count or hear it
+            counts &= online
+            w = drop_columns(w, available) if server else drop_senders(w, available)
+        reachable = w
         alive = state.alive
         if drop_nonfinite:  # a dropped device is zeroed (finite, inert: 0 × NaN would still be NaN) and unheard
             alive = alive & finite
@@ -126,11 +156,20 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
             adapter, opt_state = jax.tree.map(inert, (adapter, opt_state))
             loss_mean = jnp.where(counted, loss, 0.0).sum() / jnp.maximum(counted.sum(), 1)
             metrics["dropped_devices"] = (~alive[:real]).sum()
+        elif real is None and online is None:
+            loss_mean = loss.mean()
         else:
-            loss_mean = loss.mean() if real is None else jnp.where(counts, loss, 0.0).sum() / counts.sum()
+            loss_mean = jnp.where(counts, loss, 0.0).sum() / jnp.maximum(counts.sum(), 1)
         metrics |= {"finite": finite[:real], "nonfinite_devices": (~finite[:real]).sum()}
         message, adapter = jax.vmap(method.encode, in_axes=(0, 0, 0, None))(
             adapter, part[0].params, jax.random.split(k_encode, k), control)
+        if poison is not None:  # Byzantine devices rewrite what they send
+            centre = part[0].params if centre_at_start else None
+            poisoned = jax.vmap(poison)(message.values, centre,
+                                        jax.random.split(jax.random.fold_in(k_encode, 1), k))
+            message = message._replace(values=_where_devices(pick(data.byzantine), poisoned, message.values))
+        if online is not None:  # offline devices keep their round-start state
+            adapter, opt_state = _where_devices(online, (adapter, opt_state), part)
         if active is not None:  # scatter back; inactive devices send an all-zero message with zero weight
             adapter, opt_state = jax.tree.map(lambda full, sub: full.at[active].set(sub),
                                               (state.adapter, state.opt_state), (adapter, opt_state))
@@ -140,10 +179,37 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
         crossing = None if sparse else (w == 0) & jnp.asarray(control.exchange)  # [receiver, sender]
         if drop_nonfinite and not sparse:
             crossing &= alive[None, :]
+        if available is not None and not sparse:
+            crossing &= available[None, :] & available[:, None]
+        lost = {"messages_planned": count_links(planned, server),
+                "messages_lost_unavailable": count_links(planned, server) - count_links(reachable, server),
+                "messages_lost_dropped": count_links(reachable, server) - count_links(w, server)}
         if channel is not None:  # the one-off setup part of a message is not bound by the round's Γ
             w, report = channel.apply(k_fade, w, message.bits - message.setup_bits, crossing, inputs.positions)
             metrics |= report
-        adapter = jax.vmap(method.merge, in_axes=(0, 0, None))(adapter, mix(w, message, shifts, mesh), control)
+            lost |= {"messages_lost_outage": report["outages"], "messages_delivered": report["delivered"]}
+        else:
+            lost |= {"messages_lost_outage": jnp.zeros((), jnp.int32), "messages_delivered": count_links(w, server)}
+        metrics |= lost
+        if rule is None:
+            mixed = mix(w, message, shifts, mesh)
+        else:
+            mixed = robust_mix(rule, w, message, state.adapter.params if centre_at_start else None, server)
+        adapter = jax.vmap(method.merge, in_axes=(0, 0, None))(adapter, mixed, control)
+        server_state = state.server
+        if available is not None:  # who heard nobody keeps its round-start state
+            deaf = jnp.broadcast_to(count_links(w, True) == 0, (m,)) if server else ~available
+            adapter, opt_state = _where_devices(~deaf, (adapter, opt_state), (state.adapter, state.opt_state))
+            metrics["online_devices"] = available[:real].sum()
+        if server_optimizer is not None:  # one step on the pseudo-gradient, the same for every device
+            first = 0 if state.alive is None else jnp.argmax(alive)
+            start, averaged = (jax.tree.map(lambda p: p[first], t) for t in (state.adapter.params, adapter.params))
+            stepped, stepped_state = server_step(server_optimizer, state.server, start, averaged)
+            heard_any = count_links(w, True) > 0
+            new_global = jax.tree.map(lambda a, b: jnp.where(heard_any, a, b), stepped, start)
+            server_state = jax.tree.map(lambda a, b: jnp.where(heard_any, a, b), stepped_state, state.server)
+            adapter = adapter._replace(params=jax.tree.map(lambda p, g: jnp.broadcast_to(g, p.shape).astype(p.dtype),
+                                                           adapter.params, new_global))
         transmits = heard(w) if sparse else heard(w) | jnp.any(crossing, axis=0)
         is_real = jnp.arange(m) < (m if real is None else real)
         charged = lambda total, setup: jnp.sum(  # noqa: E731
@@ -164,9 +230,14 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
         if covariance:
             first = row(w, 0)
             metrics["covariance_fro"] = lora_covariance(trained, first if active is None else first[active])
-        return SimState(adapter, opt_state, controller_state, alive), metrics
+        return SimState(adapter, opt_state, controller_state, alive, server_state), metrics
 
     return round_step
+
+
+def _where_devices(keep: jax.Array, new, old):
+    """Every leaf ``[M, ...]`` of ``new`` where ``keep`` ``[M]``, else of ``old``."""
+    return jax.tree.map(lambda a, b: jnp.where(keep.reshape(-1, *[1] * (a.ndim - 1)), a, b), new, old)
 
 
 def run_rounds(round_step: Callable, state: SimState, data: DeviceData, inputs: RoundInputs):

@@ -19,12 +19,15 @@ class SimState(NamedTuple):
         queue, a scalar); ``()`` without a controller.
       alive: ``[devices]`` bool; False for a device dropped after its loss or adapter went non-finite
         (``on_nonfinite: drop_device``); None for runs that never drop devices.
+      server: the server optimizer's optax state over one copy of the global params (``server_optimizer``);
+        ``()`` without one.
     """
 
     adapter: AdapterState
     opt_state: Any
     controller: Any = ()
     alive: jax.Array | None = None
+    server: Any = ()
 
 
 class RoundInputs(NamedTuple):
@@ -39,6 +42,7 @@ class RoundInputs(NamedTuple):
       control: the round's :class:`~jaxdfl.core.RoundControl` (a controller's ratio is filled in by the
         program itself).
       positions: ``[M, 2]`` device positions (device-to-device network), or None.
+      available: ``[M]`` bool, the devices online this round (``availability``), or None: all of them.
     """
 
     key: jax.Array
@@ -47,3 +51,4 @@ class RoundInputs(NamedTuple):
     active: jax.Array | None
     control: RoundControl
     positions: jax.Array | None
+    available: jax.Array | None = None

@@ -131,6 +131,13 @@ def summarize(sim: Simulation, state: SimState, records: list[dict], initial: di
     for key in ("collision_empirical", "collision_analytic", "num_clusters"):
         if records and key in records[-1]:
             summary[key] = records[-1][key]  # the last round's
+    if records and "messages_planned" in records[-1]:  # planned = delivered + lost, cause by cause
+        summary["messages_total"] = {key[len("messages_"):]: float(sum(r[key] for r in records))
+                                     for key in records[-1] if key.startswith("messages_")}
+    if records and "online_devices" in records[-1]:
+        summary["online_share"] = float(np.mean([r["online_devices"] for r in records])) / cfg.num_devices
+    if sim.device.byzantine is not None:
+        summary["byzantine_devices"] = np.flatnonzero(to_host(sim.device.byzantine)[:cfg.num_devices]).tolist()
     if records and "links" in records[-1]:
         for key in ("links", "delivered", "outages", "energy_j"):
             summary[f"{key}_total"] = float(sum(r[key] for r in records))

@@ -12,6 +12,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from jaxdfl.core import RoundControl
+from jaxdfl.federation.availability import sample_online
 from jaxdfl.topology import graphs
 from jaxdfl.topology.agnes import agnes_clusters
 from jaxdfl.topology.circulant import RING_SHIFTS, in_shift_order
@@ -48,9 +49,11 @@ class Topology(NamedTuple):
 
 
 def build_topology(topo_cfg, num_devices: int, data_sizes: np.ndarray, seed: int,
-                   task_of_device: np.ndarray | None = None, labels: np.ndarray | None = None) -> Topology:
+                   task_of_device: np.ndarray | None = None, labels: np.ndarray | None = None,
+                   online: Callable[[int], np.ndarray] | None = None) -> Topology:
     """The topology named by ``topology.name`` (``clusters`` needs the cluster ``labels``, see
-    :func:`agnes_clusters`).
+    :func:`agnes_clusters`). ``online(round) -> [M]`` bool (availability): a server samples its clients
+    among the devices online, anew every round.
 
     Random draws (graph edges, sampled clients) are redrawn every ``resample_every`` rounds (0 = once), each
     from its own seeded generator, so round r's W does not depend on how the run got there (resume-safe).
@@ -115,6 +118,9 @@ def build_topology(topo_cfg, num_devices: int, data_sizes: np.ndarray, seed: int
         k = topo_cfg.clients_per_round or m
         p = np.asarray(data_sizes, np.float64)
         sample = per_block(lambda rng: np.sort(rng.choice(m, k, replace=False)).astype(np.int32))
+        if online is not None and k < m:
+            sample = functools.lru_cache(maxsize=1)(
+                lambda r: sample_online(np.random.default_rng([seed, 2, r]), online(r), k))
         unbiased = topo_cfg.server_weights == "unbiased"
         mixing = lambda r: graphs.server_average(p, sample(r), unbiased)  # noqa: E731
         if k == m:

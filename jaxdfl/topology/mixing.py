@@ -60,6 +60,25 @@ def drop_senders(w: jax.Array | Neighbours, alive: jax.Array) -> jax.Array | Nei
     return _to_row_sums(kept, w)
 
 
+def drop_columns(w: jax.Array, keep: jax.Array) -> jax.Array:
+    """Dense ``w`` with the senders not in ``keep`` (``[M]`` bool) removed from every row and each row
+    renormalised to its planned sum (a server's average over the clients that delivered); a row left empty
+    keeps only its own device."""
+    kept = w * keep[None, :]
+    empty = kept.sum(1, keepdims=True) == 0
+    return _to_row_sums(jnp.where(empty, jnp.eye(w.shape[0], dtype=w.dtype), kept), w)
+
+
+def count_links(w: jax.Array | Neighbours, server: bool = False) -> jax.Array:
+    """Messages W carries: sender → receiver pairs with a non-zero weight between two devices; under a
+    ``server`` (every row the same) one upload per client heard."""
+    if server:
+        return heard(w).sum()
+    if isinstance(w, Neighbours):
+        return jnp.sum((w.weight != 0) & (w.index != jnp.arange(w.num_devices)[:, None]))
+    return jnp.sum((w != 0) & ~jnp.eye(w.shape[0], dtype=bool))
+
+
 def _to_row_sums(kept: jax.Array, planned: jax.Array) -> jax.Array:
     """``kept`` with each row scaled to the sum of that row of ``planned`` (rows summing to 0 left as they are)."""
     total = kept.sum(1, keepdims=True)

@@ -1,0 +1,140 @@
+"""Realistic federations on configs/federation/fedavg.yaml, 3 seeds each (issue 16):
+
+  * availability: accuracy as fewer clients are online per round (FedAvg);
+  * byzantine: accuracy under sign-flipping devices (update reversed, ×4) at 0, 10 and 30% of the clients,
+    for every aggregation rule;
+  * server: FedAvg against FedAvgM, FedAdam, FedYogi and FedProx.
+
+    python experiments/federation.py                        # all three: results/federation/*.csv, *.md, plot
+    python experiments/federation.py --part byzantine --rounds 2 --seeds 0   # a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from common import Stopwatch, run_grid, write_rows_csv  # noqa: E402
+
+CONFIG = "federation/fedavg"
+RATES = (1.0, 0.7, 0.4, 0.2)
+SHARES = (0.0, 0.1, 0.3)
+RULES = {"mean": [], "median": [], "trimmed_mean": ["aggregation.trim=0.3"],
+         "krum": ["aggregation.byzantine=6"], "multi_krum": ["aggregation.byzantine=6"],
+         "norm_clip": ["aggregation.clip_norm=1.0"]}
+SERVERS = {"FedAvg": [],
+           "FedAvgM": ["server_optimizer.name=fedavgm", "server_optimizer.learning_rate=1.0",
+                       "server_optimizer.momentum=0.9"],
+           "FedAdam": ["server_optimizer.name=fedadam", "server_optimizer.learning_rate=0.01"],
+           "FedYogi": ["server_optimizer.name=fedyogi", "server_optimizer.learning_rate=0.01"],
+           "FedProx": ["optimizer.prox_mu=0.1"]}
+
+
+def pm(summary: dict, key: str = "final_accuracy") -> str:
+    return f"{summary[key]:.3f} ± {spread(summary, key):.3f}"
+
+
+def spread(summary: dict, key: str = "final_accuracy") -> float:
+    """The std over seeds (0 for a single seed)."""
+    return summary.get("std", {}).get(key, 0.0)
+
+
+def availability(out: Path, rounds, seeds) -> list[str]:
+    grid = {f"rate_{r}": [f"availability.rate={r}"] for r in RATES}
+    results = run_grid(CONFIG, grid, out / "availability", rounds, seeds)
+    lines = ["| online rate | accuracy | clients per round | messages lost to being offline |", "|---:|---:|---:|---:|"]
+    rows = []
+    for rate, (name, res) in zip(RATES, results.items()):
+        s = res["summary"]
+        online = s.get("online_share", 1.0) * s["num_devices"]
+        lost = s.get("messages_total", {}).get("lost_unavailable", 0.0)
+        lines.append(f"| {rate} | {pm(s)} | {online:.1f} | {lost:.0f} |")
+        rows.append({"rate": rate, "accuracy": s["final_accuracy"], "std": spread(s),
+                     "online_per_round": online})
+    write_rows_csv(out / "availability.csv", rows)
+    return lines
+
+
+def byzantine(out: Path, rounds, seeds) -> tuple[list[str], dict]:
+    attack = ["attack.kind=sign_flip", "attack.scale=4.0"]
+    grid = {f"{rule}_{share}": extra + ([f"attack.share={share}", *attack] if share else [])
+            + [f"aggregation.rule={rule}"] for rule, extra in RULES.items() for share in SHARES}
+    results = run_grid(CONFIG, grid, out / "byzantine", rounds, seeds)
+    lines = ["| rule | " + " | ".join(f"{int(100 * s)}% Byzantine" for s in SHARES) + " |",
+             "|---|" + "---:|" * len(SHARES)]
+    rows, curves = [], {}
+    for rule in RULES:
+        cells = []
+        for share in SHARES:
+            s = results[f"{rule}_{share}"]["summary"]
+            cells.append(pm(s))
+            rows.append({"rule": rule, "share": share, "accuracy": s["final_accuracy"],
+                         "std": spread(s)})
+        lines.append(f"| {rule} | " + " | ".join(cells) + " |")
+        curves[rule] = [(share, results[f"{rule}_{share}"]["summary"]) for share in SHARES]
+    write_rows_csv(out / "byzantine.csv", rows)
+    return lines, curves
+
+
+def server(out: Path, rounds, seeds) -> list[str]:
+    results = run_grid(CONFIG, {name.lower(): overrides for name, overrides in SERVERS.items()}, out / "server",
+                       rounds, seeds)
+    lines = ["| server | accuracy | accuracy at round 10 |", "|---|---:|---:|"]
+    rows = []
+    for name in SERVERS:
+        res = results[name.lower()]
+        s = res["summary"]
+        mid = next((m["accuracy"] for m in res["metrics"] if m["round"] == 10 and "accuracy" in m), float("nan"))
+        lines.append(f"| {name} | {pm(s)} | {mid:.3f} |")
+        rows.append({"server": name, "accuracy": s["final_accuracy"], "std": spread(s),
+                     "accuracy_round_10": mid})
+    write_rows_csv(out / "server.csv", rows)
+    return lines
+
+
+def plot(curves: dict, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for rule, points in curves.items():
+        shares = [100 * share for share, _ in points]
+        mean = [s["final_accuracy"] for _, s in points]
+        std = [spread(s) for _, s in points]
+        ax.errorbar(shares, mean, yerr=std, marker="o", capsize=3, label=rule)
+    ax.set(xlabel="Byzantine clients (%), sign flip ×4", ylabel="accuracy (mean ± std, 3 seeds)",
+           title="Aggregation rules under attack")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--part", choices=["availability", "byzantine", "server", "all"], default="all")
+    parser.add_argument("--rounds", type=int, default=None, help="override the config's rounds")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", default="results/federation")
+    args = parser.parse_args()
+    clock = Stopwatch()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    sections = []
+    if args.part in ("availability", "all"):
+        sections += ["## Availability", *availability(out, args.rounds, args.seeds), ""]
+    if args.part in ("byzantine", "all"):
+        lines, curves = byzantine(out, args.rounds, args.seeds)
+        sections += ["## Byzantine clients", *lines, ""]
+        plot(curves, out / "byzantine.png")
+    if args.part in ("server", "all"):
+        sections += ["## Server optimizers", *server(out, args.rounds, args.seeds), ""]
+    (out / f"{args.part}.md").write_text("\n".join(sections))
+    print("\n".join(sections))
+    print(f"wrote {out} in {clock}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""Realistic federations in the round program, on the toy objective (tests/toy.py): offline devices, message
+accounting, Byzantine devices, server optimizers and FedProx, each against a hand computation."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import toy
+from jaxdfl.federation import make_poison, make_rule, make_server_optimizer
+from jaxdfl.federation.config import AggregationConfig, AttackConfig, ServerOptimizerConfig
+from jaxdfl.sim.local import make_local_train
+from jaxdfl.sim.round import run_rounds
+from jaxdfl.topology import drop_senders, graphs
+from test_engine import RING, M, inputs, one
+
+SERVER = graphs.server_average(np.ones(M), np.arange(M))
+LOST = ("messages_delivered", "messages_lost_unavailable", "messages_lost_dropped", "messages_lost_outage")
+
+
+@pytest.fixture(scope="module")
+def data():
+    return toy.device_data(M)
+
+
+def run(data, ws, *, available=None, method=None, optimizer=None, byzantine=None, **kwargs):
+    method = method or toy.bias_method()
+    optimizer = optimizer or optax.adam(0.1)
+    state = toy.init_states(method, optimizer, M)
+    if kwargs.get("server_optimizer") is not None:
+        state = state._replace(server=kwargs["server_optimizer"].init(one(state.adapter.params, 0)))
+    planned = inputs(ws)
+    if available is not None:
+        planned = planned._replace(available=jnp.asarray(np.stack(available)))
+    if byzantine is not None:
+        data = data._replace(byzantine=jnp.asarray(byzantine))
+    step = toy.round_step(method, optimizer, **kwargs)
+    return state, jax.jit(lambda s, i: run_rounds(step, s, data, i))(state, planned)
+
+
+def accounted(metrics):
+    return np.asarray(metrics["messages_planned"]), sum(np.asarray(metrics[k]) for k in LOST)
+
+
+def test_offline_devices_keep_their_state_and_nobody_hears_them(data):
+    online = np.ones(M, bool)
+    online[[1, 4]] = False
+    start, (state, metrics) = run(data, [RING], available=[online])
+    _, (reference, _) = run(data, [np.asarray(drop_senders(jnp.asarray(RING), jnp.asarray(online)))])
+    for i in range(M):
+        expected = start if not online[i] else reference
+        chex.assert_trees_all_close(one(state.adapter, i), one(expected.adapter, i), rtol=1e-6)
+        chex.assert_trees_all_close(one(state.opt_state, i), one(expected.opt_state, i), rtol=1e-6)
+    # a ring of 6 has 12 links; each offline device loses its 2 out and 2 in links, none shared
+    planned, total = accounted(metrics)
+    assert planned[0] == 12 and int(metrics["messages_lost_unavailable"][0]) == 8 and total[0] == 12
+    assert int(metrics["online_devices"][0]) == 4 and int(metrics["senders"][0]) == 4
+    np.testing.assert_allclose(metrics["train_loss"][0], np.asarray(metrics["device_loss"][0])[online].mean(),
+                               rtol=1e-6)
+
+
+def test_a_server_averages_the_online_clients_and_everyone_downloads_it(data):
+    online = np.array([True, False, True, True, False, True])
+    start, (state, metrics) = run(data, [SERVER], available=[online], server=True)
+    _, (alone, _) = run(data, [np.eye(M)])
+    expected = np.asarray(alone.adapter.params["lin"])[online].mean(0)
+    np.testing.assert_allclose(state.adapter.params["lin"], np.broadcast_to(expected, (M, toy.C)), rtol=1e-5)
+    for i in (1, 4):  # offline clients' optimizer state carries over
+        chex.assert_trees_all_close(one(state.opt_state, i), one(start.opt_state, i))
+    planned, total = accounted(metrics)
+    assert planned[0] == M and total[0] == M and int(metrics["messages_lost_unavailable"][0]) == 2
+
+
+def test_a_server_that_hears_nobody_leaves_every_device_as_it_was(data):
+    start, (state, metrics) = run(data, [SERVER], available=[np.zeros(M, bool)], server=True)
+    chex.assert_trees_all_close(state.adapter, start.adapter)
+    assert int(metrics["messages_delivered"][0]) == 0 and int(metrics["messages_lost_unavailable"][0]) == M
+
+
+def test_sign_flipping_devices_send_their_update_reversed(data):
+    byzantine = np.zeros(M, bool)
+    byzantine[[0, 3]] = True
+    poison = make_poison(AttackConfig(kind="sign_flip", share=0.3, scale=2.0))
+    start, (state, _) = run(data, [np.eye(M)], poison=poison, centre_at_start=True, byzantine=byzantine)
+    _, (honest, _) = run(data, [np.eye(M)])
+    p0, p, ph = (np.asarray(s.adapter.params["lin"]) for s in (start, state, honest))
+    np.testing.assert_allclose(p[byzantine], p0[byzantine] - 2.0 * (ph - p0)[byzantine], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(p[~byzantine], ph[~byzantine], rtol=1e-6)
+
+
+def test_noise_attackers_send_gaussian_updates():
+    poison = make_poison(AttackConfig(kind="noise", share=0.1, noise_std=0.5))
+    values = {"a": jnp.ones((200, 100)), "b": jnp.ones(50)}
+    sent = poison(values, values, jax.random.key(0))
+    noise = np.concatenate([np.ravel(sent["a"] - 1), np.ravel(sent["b"] - 1)])
+    assert abs(noise.std() - 0.5) < 0.01 and abs(noise.mean()) < 0.01
+
+
+def test_label_flippers_train_on_reversed_labels(data):
+    byzantine = np.zeros(M, bool)
+    byzantine[0] = True
+    sgd = optax.sgd(0.5)
+    _, (state, _) = run(data, [np.eye(M)], optimizer=sgd, byzantine=byzantine, label_classes=toy.C)
+    rows = np.asarray(data.index[0])
+    flipped = data._replace(y=data.y.at[rows].set(toy.C - 1 - data.y[rows]))
+    _, (expected, _) = run(flipped, [np.eye(M)], optimizer=sgd)
+    _, (honest, _) = run(data, [np.eye(M)], optimizer=sgd)
+    chex.assert_trees_all_close(state.adapter, expected.adapter, rtol=1e-6)
+    assert np.abs(np.asarray(state.adapter.params["lin"][0] - honest.adapter.params["lin"][0])).max() > 1e-2
+
+
+def test_a_robust_server_rule_shuts_out_a_scaled_attacker(data):
+    byzantine = np.zeros(M, bool)
+    byzantine[5] = True
+    poison = make_poison(AttackConfig(kind="scale", share=0.2, scale=100.0))
+    kwargs = dict(poison=poison, centre_at_start=True, byzantine=byzantine, server=True)
+    _, (attacked, _) = run(data, [SERVER], **kwargs)
+    _, (median, _) = run(data, [SERVER], rule=make_rule(AggregationConfig(rule="median")), **kwargs)
+    _, (alone, _) = run(data, [np.eye(M)])
+    local = np.array(alone.adapter.params["lin"])
+    local[5] = 100.0 * local[5]  # the toy starts at 0, so the scaled update is 100 × its local result
+    np.testing.assert_allclose(median.adapter.params["lin"][0], np.median(local, 0), rtol=1e-5)
+    np.testing.assert_allclose(attacked.adapter.params["lin"][0], local.mean(0), rtol=1e-5)
+
+
+def test_fedavgm_without_momentum_at_rate_one_is_fedavg(data):
+    sgd = make_server_optimizer(ServerOptimizerConfig(name="fedavgm", learning_rate=1.0, momentum=0.0))
+    _, (plain, _) = run(data, [SERVER, SERVER], server=True)
+    _, (stepped, _) = run(data, [SERVER, SERVER], server=True, server_optimizer=sgd)
+    chex.assert_trees_all_close(stepped.adapter, plain.adapter, rtol=1e-6)
+
+
+def test_fedadam_steps_on_the_pseudo_gradient(data):
+    """One round: m = (1 − β1) g, v = (1 − β2) g², bias-corrected to g and g², so the step is
+    −η g / (|g| + τ) with g = global − average (Reddi et al. 2021, Alg. 2)."""
+    cfg = ServerOptimizerConfig(name="fedadam", learning_rate=0.05, eps=1e-2)
+    start, (state, _) = run(data, [SERVER], server=True, server_optimizer=make_server_optimizer(cfg))
+    _, (plain, _) = run(data, [SERVER], server=True)
+    x0 = np.asarray(start.adapter.params["lin"][0])
+    g = x0 - np.asarray(plain.adapter.params["lin"][0])
+    expected = x0 - cfg.learning_rate * g / (np.abs(g) + cfg.eps)
+    np.testing.assert_allclose(state.adapter.params["lin"], np.broadcast_to(expected, (M, toy.C)), rtol=1e-5)
+    assert int(state.server[0].count) == 1
+
+
+def test_fedprox_adds_the_proximal_gradient():
+    """A loss linear in the bias (gradient c) and SGD at rate η: step 1 moves by −ηc, step 2 by −η(c + μ·(−ηc)),
+    so two steps end at θ0 − 2ηc + η²μc."""
+    method = toy.bias_method()
+    c = jnp.array([1.0, -2.0, 0.5])
+    eta, mu = 0.1, 3.0
+
+    def linear_loss(base, x, y, hook):
+        return jnp.sum(hook("lin", x[:1])[0] * c)
+
+    train = make_local_train(linear_loss, method, optax.sgd(eta), 2, 1, False, prox_mu=mu)
+    state = method.init(jax.random.key(0), toy.LAYERS)
+    state = state._replace(params={"lin": jnp.array([0.3, 0.1, -0.2])})
+    d = toy.device_data(1)
+    out, _, _ = train(state, optax.sgd(eta).init(state.params), d.base, d.x, d.y, d.index[0], d.n[0],
+                      jax.random.key(1))
+    np.testing.assert_allclose(out.params["lin"], state.params["lin"] - 2 * eta * c + eta ** 2 * mu * c, rtol=1e-6)
