@@ -16,7 +16,8 @@ from jaxdfl.bundled import bundled_configs_dir, list_bundled, resolve_path
 from jaxdfl.control.config import ControlConfig
 from jaxdfl.diff.config import StudyConfig
 from jaxdfl.errors import ConfigError
-from jaxdfl.federation.config import AggregationConfig, AttackConfig, AvailabilityConfig, ServerOptimizerConfig
+from jaxdfl.federation.config import (AggregationConfig, AttackConfig, AvailabilityConfig, PrivacyConfig,
+                                      ServerOptimizerConfig)
 from jaxdfl.schema import build, check_path, load_yaml, plain, require
 from jaxdfl.topology.config import TopologyConfig
 
@@ -183,6 +184,7 @@ class Config:
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     server_optimizer: ServerOptimizerConfig = field(default_factory=ServerOptimizerConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     study: StudyConfig = field(default_factory=StudyConfig)  # jaxdfl learn only
 
     def __post_init__(self):
@@ -219,6 +221,12 @@ class Config:
         if self.server_optimizer.name != "none":
             require(self.topology.name == "server", "server_optimizer.name",
                     f"{self.server_optimizer.name!r} steps a server's global model: it needs topology.name=server")
+        if self.privacy.mechanism == "central":
+            require(self.topology.name == "server", "privacy.mechanism",
+                    "'central' noises a server's aggregate: it needs topology.name=server ('local' works anywhere)")
+            require(self.aggregation.rule == "mean", "privacy.mechanism",
+                    f"'central' is its own clipped, noised aggregate; aggregation.rule={self.aggregation.rule!r} "
+                    "would replace it (use aggregation.rule: mean)")
         if self.attack.kind == "label_flip":
             require(not self.data.is_text, "attack.kind",
                     "'label_flip' reverses class labels of an image task; text tasks have no class order")
@@ -293,5 +301,5 @@ def load_config(source: str | Path | dict | Config | None = None, overrides=()) 
 
 
 __all__ = ["AggregationConfig", "AttackConfig", "AvailabilityConfig", "Config", "ControlConfig", "DataConfig",
-           "MethodConfig", "ModelConfig", "NetworkConfig", "OptimizerConfig", "ServerOptimizerConfig",
+           "MethodConfig", "ModelConfig", "NetworkConfig", "OptimizerConfig", "PrivacyConfig", "ServerOptimizerConfig",
            "TopologyConfig", "apply_overrides", "bundled_configs_dir", "list_bundled", "load_config", "resolve_path"]

@@ -108,3 +108,23 @@ class ServerOptimizerConfig:
         for key in ("momentum", "b1", "b2"):
             require(0 <= getattr(self, key) < 1, key, f"must be in [0, 1), got {getattr(self, key)}")
         require(self.eps > 0, "eps", f"must be > 0, got {self.eps}")
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """Client-level differential privacy. ``central`` (DP-FedAvg, McMahan et al. 2018; needs a server): each
+    client's update is clipped to norm ``clip_norm`` and the server adds Gaussian noise of std
+    ``noise_multiplier · clip_norm · max_j a_j`` to the weighted sum (a_j the clients' aggregation weights).
+    ``local``: each device clips its update and adds noise of std ``noise_multiplier · clip_norm`` before
+    sending (any topology). ε(``delta``) is accounted with Google's dp-accounting (RDP) for the run's client
+    sampling and logged every round (docs/methods.md)."""
+
+    mechanism: Literal["none", "central", "local"] = "none"
+    clip_norm: float = 1.0
+    noise_multiplier: float = 1.0
+    delta: float = 1e-5
+
+    def __post_init__(self):
+        require(self.clip_norm > 0, "clip_norm", f"must be > 0, got {self.clip_norm}")
+        require(self.noise_multiplier >= 0, "noise_multiplier", f"must be >= 0, got {self.noise_multiplier}")
+        require(0 < self.delta < 1, "delta", f"must be in (0, 1), got {self.delta}")

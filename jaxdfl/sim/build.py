@@ -204,24 +204,31 @@ def federation_settings(cfg: Config, method: Method, adapter, data: data_lib.Fed
     rule = None if cfg.aggregation.rule == "mean" else make_rule(cfg.aggregation)
     poison = make_poison(cfg.attack)
     deltas = type(cfg.method).sends_deltas
-    if (rule is not None or poison is not None) and not deltas:
+    private = cfg.privacy.mechanism != "none"
+    dp = (cfg.privacy.clip_norm, cfg.privacy.noise_multiplier)
+    if (rule is not None or poison is not None or private) and not deltas:
         def sent(adapter):
             keys = jax.random.split(jax.random.key(0), jax.tree.leaves(adapter)[0].shape[0])
             encode = jax.vmap(method.encode, in_axes=(0, 0, 0, None))
-            return encode(adapter, adapter.params, keys, RoundControl())[0].values
+            message = encode(adapter, adapter.params, keys, RoundControl())[0]
+            return message.values, message.mask
 
-        values = jax.eval_shape(sent, adapter)
+        values, mask = jax.eval_shape(sent, adapter)
+        if cfg.privacy.mechanism == "central" and mask is not None:
+            raise ConfigError(f"privacy.mechanism: 'central' clips whole updates; method.name={cfg.method.name!r} "
+                              "sends masked messages (use 'local')")
         same = jax.tree.structure(values) == jax.tree.structure(adapter.params) and all(
             a.shape == b.shape for a, b in zip(jax.tree.leaves(values), jax.tree.leaves(adapter.params)))
         if not same:
-            what = "aggregation.rule" if rule is not None else "attack.kind"
+            what = "privacy.mechanism" if private else "aggregation.rule" if rule is not None else "attack.kind"
             raise ConfigError(f"{what}: method.name={cfg.method.name!r} sends neither its params nor a delta, so "
                               "its updates cannot be measured; use aggregation.rule: mean and no model-poisoning "
                               "attack with it")
     classes = int(data.pool_y.max()) + 1 if cfg.attack.kind == "label_flip" else 0
     return {"rule": rule, "centre_at_start": not deltas, "poison": poison, "label_classes": classes,
             "server_optimizer": make_server_optimizer(cfg.server_optimizer),
-            "prox_mu": cfg.optimizer.prox_mu}
+            "prox_mu": cfg.optimizer.prox_mu, "dp_central": dp if cfg.privacy.mechanism == "central" else None,
+            "dp_local": dp if cfg.privacy.mechanism == "local" else None}
 
 
 def build_simulation(cfg: Config, status: Callable[[str], None] = lambda message: None,

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from jaxdfl.federation.privacy import epsilon_after
 from jaxdfl.sim.build import Simulation, build_simulation, load_model
 from jaxdfl.sim.mesh import DEVICE_AXIS, replicated
 from jaxdfl.sim.padding import real_part
@@ -43,11 +44,14 @@ def round_records(sim: Simulation, metrics: dict, rounds: range, w) -> list[dict
     """One record per round from the scanned program's stacked metrics (``[R]`` scalars are logged; per-device
     arrays such as ``device_loss`` are not), plus the number of clusters of each round's planned graph."""
     clusters = num_clusters(sim.topology)
-    m = sim.config.num_devices  # the real devices' part of a padded W (jaxdfl.sim.padding)
+    cfg = sim.config
+    m = cfg.num_devices  # the real devices' part of a padded W (jaxdfl.sim.padding)
     scalars = {k: np.asarray(v) for k, v in metrics.items() if np.ndim(v) == 1}
     records = []
     for i, r in enumerate(rounds):
         record = {"round": r + 1, **{k: v[i].item() for k, v in scalars.items()}}
+        if cfg.privacy.mechanism != "none":  # the budget spent by the end of this round
+            record["epsilon"] = epsilon_after(cfg.privacy, m, cfg.topology.clients_per_round, r + 1)
         if clusters is not None:
             record["num_clusters"] = clusters(real_part(jax.tree.map(lambda a: a[i], w), m))
         records.append(record)

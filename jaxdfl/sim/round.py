@@ -22,6 +22,7 @@ from jaxdfl.sim.local import make_local_train, over_devices
 from jaxdfl.sim.objective import Objective
 from jaxdfl.sim.state import RoundInputs, SimState
 from jaxdfl.federation.aggregators import robust_mix
+from jaxdfl.federation.privacy import central_dp_mix, local_dp
 from jaxdfl.federation.server import server_step
 from jaxdfl.topology.mixing import count_links, drop_columns, drop_senders, heard, mix, num_linked, row
 from jaxdfl.topology.neighbours import Neighbours
@@ -53,7 +54,9 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
                     device_chunk: int = 0, drop_nonfinite: bool = False, shifts: tuple[int, ...] | None = None,
                     mesh=None, real: int | None = None, server: bool = False, rule: Callable | None = None,
                     centre_at_start: bool = False, poison: Callable | None = None,
-                    label_classes: int = 0, server_optimizer=None, prox_mu: float = 0.0) -> Callable:
+                    label_classes: int = 0, server_optimizer=None, prox_mu: float = 0.0,
+                    dp_central: tuple[float, float] | None = None,
+                    dp_local: tuple[float, float] | None = None) -> Callable:
     """``round_step(state, data: DeviceData, inputs: RoundInputs) -> (state, metrics)`` for all devices.
 
     Only the active devices (``inputs.active``, all when None) train and ``encode``, so an inactive device's
@@ -86,6 +89,9 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
       (:func:`jaxdfl.federation.make_poison`), ``label_classes`` > 0 makes them train on flipped labels.
     * ``server_optimizer``: optax on the pseudo-gradient global − average (FedAvgM, FedAdam, FedYogi), its
       state in ``state.server``; ``prox_mu``: FedProx's proximal term in local training.
+    * ``dp_central`` ``(clip_norm, noise_multiplier)``: DP-FedAvg's clipped, noised aggregate replaces the
+      server's average; ``dp_local``: every sending device clips its update and adds noise itself
+      (:mod:`jaxdfl.federation.privacy`).
 
     ``metrics`` (every entry a scalar unless noted; :func:`jaxdfl.sim.run.run` logs every scalar):
       ``train_loss`` mean local loss over active devices; ``device_loss`` ``[K]``; ``finite`` ``[M]`` bool
@@ -163,6 +169,11 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
         metrics |= {"finite": finite[:real], "nonfinite_devices": (~finite[:real]).sum()}
         message, adapter = jax.vmap(method.encode, in_axes=(0, 0, 0, None))(
             adapter, part[0].params, jax.random.split(k_encode, k), control)
+        if dp_local is not None:  # each device clips and noises its own update
+            centre = part[0].params if centre_at_start else None
+            noised = jax.vmap(lambda v, c, key: local_dp(v, c, key, *dp_local))(
+                message.values, centre, jax.random.split(jax.random.fold_in(k_encode, 2), k))
+            message = message._replace(values=noised)
         if poison is not None:  # Byzantine devices rewrite what they send
             centre = part[0].params if centre_at_start else None
             poisoned = jax.vmap(poison)(message.values, centre,
@@ -191,7 +202,10 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
         else:
             lost |= {"messages_lost_outage": jnp.zeros((), jnp.int32), "messages_delivered": count_links(w, server)}
         metrics |= lost
-        if rule is None:
+        if dp_central is not None:
+            mixed = central_dp_mix(w, message, state.adapter.params if centre_at_start else None, *dp_central,
+                                   jax.random.fold_in(k_encode, 3))
+        elif rule is None:
             mixed = mix(w, message, shifts, mesh)
         else:
             mixed = robust_mix(rule, w, message, state.adapter.params if centre_at_start else None, server)

@@ -134,6 +134,8 @@ def summarize(sim: Simulation, state: SimState, records: list[dict], initial: di
     if records and "messages_planned" in records[-1]:  # planned = delivered + lost, cause by cause
         summary["messages_total"] = {key[len("messages_"):]: float(sum(r[key] for r in records))
                                      for key in records[-1] if key.startswith("messages_")}
+    if records and "epsilon" in records[-1]:
+        summary["epsilon"], summary["delta"] = records[-1]["epsilon"], cfg.privacy.delta
     if records and "online_devices" in records[-1]:
         summary["online_share"] = float(np.mean([r["online_devices"] for r in records])) / cfg.num_devices
     if sim.device.byzantine is not None:
