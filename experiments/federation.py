@@ -3,7 +3,9 @@
   * availability: accuracy as fewer clients are online per round (FedAvg);
   * byzantine: accuracy under sign-flipping devices (update reversed, ×4) at 0, 10 and 30% of the clients,
     for every aggregation rule;
-  * server: FedAvg against FedAvgM, FedAdam, FedYogi and FedProx.
+  * server: FedAvg against FedAvgM, FedAdam, FedYogi and FedProx;
+  * privacy: DP-FedAvg (10 of the 20 clients per round, updates clipped to 0.5) at noise multipliers 0 (clipping
+    only) to 4, with the ε(10⁻⁵) the accountant gives after the run.
 
     python experiments/federation.py                        # all three: results/federation/*.csv, *.md, plot
     python experiments/federation.py --part byzantine --rounds 2 --seeds 0   # a smoke run
@@ -97,6 +99,28 @@ def server(out: Path, rounds, seeds) -> list[str]:
     return lines
 
 
+NOISE = (0.0, 0.5, 1.0, 2.0, 4.0)
+
+
+def privacy(out: Path, rounds, seeds) -> list[str]:
+    base = ["topology.clients_per_round=10", "privacy.clip_norm=0.5"]
+    grid = {"no_dp": ["topology.clients_per_round=10"]}
+    grid |= {f"z_{z}": [*base, "privacy.mechanism=central", f"privacy.noise_multiplier={z}"] for z in NOISE}
+    results = run_grid(CONFIG, grid, out / "privacy", rounds, seeds)
+    lines = ["| DP-FedAvg | noise multiplier z | ε at δ = 1e-5 | accuracy |", "|---|---:|---:|---:|"]
+    rows = []
+    for name, res in results.items():
+        s = res["summary"]
+        z = "–" if name == "no_dp" else name[2:]
+        eps = s.get("epsilon")
+        label = "off" if name == "no_dp" else "clip 0.5"
+        budget = "–" if name == "no_dp" else "∞" if eps is None else f"{eps:.3g}"  # z = 0: no noise, no bound
+        lines.append(f"| {label} | {z} | {budget} | {pm(s)} |")
+        rows.append({"variant": name, "epsilon": eps, "accuracy": s["final_accuracy"], "std": spread(s)})
+    write_rows_csv(out / "privacy.csv", rows)
+    return lines
+
+
 def plot(curves: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for rule, points in curves.items():
@@ -114,7 +138,7 @@ def plot(curves: dict, path: Path) -> None:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=["availability", "byzantine", "server", "all"], default="all")
+    parser.add_argument("--part", choices=["availability", "byzantine", "server", "privacy", "all"], default="all")
     parser.add_argument("--rounds", type=int, default=None, help="override the config's rounds")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default="results/federation")
@@ -131,6 +155,8 @@ def main():
         plot(curves, out / "byzantine.png")
     if args.part in ("server", "all"):
         sections += ["## Server optimizers", *server(out, args.rounds, args.seeds), ""]
+    if args.part in ("privacy", "all"):
+        sections += ["## Differential privacy", *privacy(out, args.rounds, args.seeds), ""]
     (out / f"{args.part}.md").write_text("\n".join(sections))
     print("\n".join(sections))
     print(f"wrote {out} in {clock}")
