@@ -17,7 +17,7 @@ from jaxdfl.control.config import ControlConfig
 from jaxdfl.diff.config import StudyConfig
 from jaxdfl.errors import ConfigError
 from jaxdfl.federation.config import (AggregationConfig, AttackConfig, AvailabilityConfig, PrivacyConfig,
-                                      ServerOptimizerConfig)
+                                      SecureAggregationConfig, ServerOptimizerConfig)
 from jaxdfl.schema import build, check_path, load_yaml, plain, require
 from jaxdfl.topology.config import TopologyConfig
 
@@ -185,6 +185,7 @@ class Config:
     attack: AttackConfig = field(default_factory=AttackConfig)
     server_optimizer: ServerOptimizerConfig = field(default_factory=ServerOptimizerConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    secure_aggregation: SecureAggregationConfig = field(default_factory=SecureAggregationConfig)
     study: StudyConfig = field(default_factory=StudyConfig)  # jaxdfl learn only
 
     def __post_init__(self):
@@ -227,6 +228,11 @@ class Config:
             require(self.aggregation.rule == "mean", "privacy.mechanism",
                     f"'central' is its own clipped, noised aggregate; aggregation.rule={self.aggregation.rule!r} "
                     "would replace it (use aggregation.rule: mean)")
+        if self.secure_aggregation.enabled:
+            require(self.topology.name == "server" and self.aggregation.rule == "mean"
+                    and self.privacy.mechanism != "central", "secure_aggregation.enabled",
+                    "the server sees only the masked sum: it needs topology.name=server, aggregation.rule: mean and "
+                    "no privacy.mechanism: central (which clips each update at the server; use 'local')")
         if self.attack.kind == "label_flip":
             require(not self.data.is_text, "attack.kind",
                     "'label_flip' reverses class labels of an image task; text tasks have no class order")
@@ -301,5 +307,6 @@ def load_config(source: str | Path | dict | Config | None = None, overrides=()) 
 
 
 __all__ = ["AggregationConfig", "AttackConfig", "AvailabilityConfig", "Config", "ControlConfig", "DataConfig",
-           "MethodConfig", "ModelConfig", "NetworkConfig", "OptimizerConfig", "PrivacyConfig", "ServerOptimizerConfig",
+           "MethodConfig", "ModelConfig", "NetworkConfig", "OptimizerConfig", "PrivacyConfig",
+           "SecureAggregationConfig", "ServerOptimizerConfig",
            "TopologyConfig", "apply_overrides", "bundled_configs_dir", "list_bundled", "load_config", "resolve_path"]

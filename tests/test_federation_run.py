@@ -56,6 +56,8 @@ def test_a_server_samples_online_clients_first():
     (["attack.kind=label_flip", "attack.share=0.2", "data.name=text_tasks", "data.tasks=[reading]",
       "model.name=pretrained", "model.checkpoint=smollm2-135m-instruct"], "text tasks"),
     (["aggregation.trim=0.5"], "trim"),
+    (["secure_aggregation.enabled=true"], "needs topology.name=server"),
+    (["secure_aggregation.enabled=true", "topology.name=server", "aggregation.rule=krum"], "aggregation.rule: mean"),
 ])
 def test_config_errors_name_the_key(overrides, match):
     with pytest.raises(ConfigError, match=match):

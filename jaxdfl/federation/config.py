@@ -111,6 +111,20 @@ class ServerOptimizerConfig:
 
 
 @dataclass(frozen=True)
+class SecureAggregationConfig:
+    """Secure aggregation (Bonawitz et al. 2017), simulated: clients send fixed-point contributions hidden by
+    pairwise masks that cancel in the server's sum; the masks of clients that drop out are recovered. The
+    aggregate equals the plain one to within the fixed point's resolution (``frac_bits`` fractional bits;
+    the sum must stay below 2^(31 − frac_bits) in magnitude). Needs a server and the plain mean."""
+
+    enabled: bool = False
+    frac_bits: int = 24
+
+    def __post_init__(self):
+        require(8 <= self.frac_bits <= 28, "frac_bits", f"must be in [8, 28], got {self.frac_bits}")
+
+
+@dataclass(frozen=True)
 class PrivacyConfig:
     """Client-level differential privacy. ``central`` (DP-FedAvg, McMahan et al. 2018; needs a server): each
     client's update is clipped to norm ``clip_norm`` and the server adds Gaussian noise of std

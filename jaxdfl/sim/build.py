@@ -217,6 +217,11 @@ def federation_settings(cfg: Config, method: Method, adapter, data: data_lib.Fed
         if cfg.privacy.mechanism == "central" and mask is not None:
             raise ConfigError(f"privacy.mechanism: 'central' clips whole updates; method.name={cfg.method.name!r} "
                               "sends masked messages (use 'local')")
+    if cfg.secure_aggregation.enabled and jax.eval_shape(
+            lambda a: method.encode(jax.tree.map(lambda x: x[0], a), jax.tree.map(lambda x: x[0], a.params),
+                                    jax.random.key(0), RoundControl())[0].mask, adapter) is not None:
+        raise ConfigError(f"secure_aggregation.enabled: method.name={cfg.method.name!r} sends masked messages, which "
+                          "the server must see to normalise; secure aggregation needs dense messages")
         same = jax.tree.structure(values) == jax.tree.structure(adapter.params) and all(
             a.shape == b.shape for a, b in zip(jax.tree.leaves(values), jax.tree.leaves(adapter.params)))
         if not same:
@@ -228,7 +233,8 @@ def federation_settings(cfg: Config, method: Method, adapter, data: data_lib.Fed
     return {"rule": rule, "centre_at_start": not deltas, "poison": poison, "label_classes": classes,
             "server_optimizer": make_server_optimizer(cfg.server_optimizer),
             "prox_mu": cfg.optimizer.prox_mu, "dp_central": dp if cfg.privacy.mechanism == "central" else None,
-            "dp_local": dp if cfg.privacy.mechanism == "local" else None}
+            "dp_local": dp if cfg.privacy.mechanism == "local" else None,
+            "secure_bits": cfg.secure_aggregation.frac_bits if cfg.secure_aggregation.enabled else 0}
 
 
 def build_simulation(cfg: Config, status: Callable[[str], None] = lambda message: None,

@@ -23,6 +23,7 @@ from jaxdfl.sim.objective import Objective
 from jaxdfl.sim.state import RoundInputs, SimState
 from jaxdfl.federation.aggregators import robust_mix
 from jaxdfl.federation.privacy import central_dp_mix, local_dp
+from jaxdfl.federation.secure import secure_mix
 from jaxdfl.federation.server import server_step
 from jaxdfl.topology.mixing import count_links, drop_columns, drop_senders, heard, mix, num_linked, row
 from jaxdfl.topology.neighbours import Neighbours
@@ -56,7 +57,7 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
                     centre_at_start: bool = False, poison: Callable | None = None,
                     label_classes: int = 0, server_optimizer=None, prox_mu: float = 0.0,
                     dp_central: tuple[float, float] | None = None,
-                    dp_local: tuple[float, float] | None = None) -> Callable:
+                    dp_local: tuple[float, float] | None = None, secure_bits: int = 0) -> Callable:
     """``round_step(state, data: DeviceData, inputs: RoundInputs) -> (state, metrics)`` for all devices.
 
     Only the active devices (``inputs.active``, all when None) train and ``encode``, so an inactive device's
@@ -92,6 +93,9 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
     * ``dp_central`` ``(clip_norm, noise_multiplier)``: DP-FedAvg's clipped, noised aggregate replaces the
       server's average; ``dp_local``: every sending device clips its update and adds noise itself
       (:mod:`jaxdfl.federation.privacy`).
+    * ``secure_bits`` > 0: the server sums pairwise-masked, fixed-point contributions with that many fractional
+      bits (:mod:`jaxdfl.federation.secure`); the protocol's key and share messages are added to
+      ``uplink_bits`` and logged as ``secagg_bits``.
 
     ``metrics`` (every entry a scalar unless noted; :func:`jaxdfl.sim.run.run` logs every scalar):
       ``train_loss`` mean local loss over active devices; ``device_loss`` ``[K]``; ``finite`` ``[M]`` bool
@@ -202,7 +206,10 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
         else:
             lost |= {"messages_lost_outage": jnp.zeros((), jnp.int32), "messages_delivered": count_links(w, server)}
         metrics |= lost
-        if dp_central is not None:
+        if secure_bits:
+            mixed, extra = secure_mix(planned, w, message, jax.random.fold_in(k_encode, 4), secure_bits)
+            metrics |= extra
+        elif dp_central is not None:
             mixed = central_dp_mix(w, message, state.adapter.params if centre_at_start else None, *dp_central,
                                    jax.random.fold_in(k_encode, 3))
         elif rule is None:
@@ -233,7 +240,8 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
             adapter, opt_state = jax.tree.map(keep, (adapter, opt_state), (state.adapter, state.opt_state))
         metrics |= {"train_loss": loss_mean, "device_loss": loss if active is not None else loss[:real],
                     "uplink_params": charged(message.count, message.setup_count),
-                    "uplink_bits": charged(message.bits, message.setup_bits), "senders": transmits.sum()}
+                    "uplink_bits": charged(message.bits, message.setup_bits) + metrics.get("secagg_bits", 0.0),
+                    "senders": transmits.sum()}
         share = 1.0 if real is None else m / real  # an inert device hears only itself: it adds 0 to each mean
         if collision and message.mask is None:  # a dense message holds every position: a device's set
             overlap = jnp.mean(num_linked(w) >= 2) * share  # collides everywhere once it holds two messages
