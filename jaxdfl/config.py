@@ -17,7 +17,7 @@ from jaxdfl.control.config import ControlConfig
 from jaxdfl.diff.config import StudyConfig
 from jaxdfl.errors import ConfigError
 from jaxdfl.federation.config import (AggregationConfig, AttackConfig, AvailabilityConfig, PrivacyConfig,
-                                      SecureAggregationConfig, ServerOptimizerConfig)
+                                      SecureAggregationConfig, ServerOptimizerConfig, StragglerConfig)
 from jaxdfl.schema import build, check_path, load_yaml, plain, require
 from jaxdfl.topology.config import TopologyConfig
 
@@ -181,6 +181,7 @@ class Config:
     control: ControlConfig = field(default_factory=ControlConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     availability: AvailabilityConfig = field(default_factory=AvailabilityConfig)
+    stragglers: StragglerConfig = field(default_factory=StragglerConfig)
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     server_optimizer: ServerOptimizerConfig = field(default_factory=ServerOptimizerConfig)
@@ -308,5 +309,5 @@ def load_config(source: str | Path | dict | Config | None = None, overrides=()) 
 
 __all__ = ["AggregationConfig", "AttackConfig", "AvailabilityConfig", "Config", "ControlConfig", "DataConfig",
            "MethodConfig", "ModelConfig", "NetworkConfig", "OptimizerConfig", "PrivacyConfig",
-           "SecureAggregationConfig", "ServerOptimizerConfig",
+           "SecureAggregationConfig", "ServerOptimizerConfig", "StragglerConfig",
            "TopologyConfig", "apply_overrides", "bundled_configs_dir", "list_bundled", "load_config", "resolve_path"]

@@ -17,7 +17,8 @@ from jaxdfl.topology import drop_senders, graphs
 from test_engine import RING, M, inputs, one
 
 SERVER = graphs.server_average(np.ones(M), np.arange(M))
-LOST = ("messages_delivered", "messages_lost_unavailable", "messages_lost_dropped", "messages_lost_outage")
+LOST = ("messages_delivered", "messages_lost_unavailable", "messages_lost_late", "messages_lost_dropped",
+        "messages_lost_outage")
 
 
 @pytest.fixture(scope="module")
@@ -162,3 +163,38 @@ def test_fedprox_adds_the_proximal_gradient():
     out, _, _ = train(state, optax.sgd(eta).init(state.params), d.base, d.x, d.y, d.index[0], d.n[0],
                       jax.random.key(1))
     np.testing.assert_allclose(out.params["lin"], state.params["lin"] - 2 * eta * c + eta ** 2 * mu * c, rtol=1e-6)
+
+
+def test_a_straggler_does_its_first_steps_only():
+    """E = 4 with a budget of 2 steps is E = 2: the masked steps leave params and optimizer state alone."""
+    method, opt = toy.bias_method(), optax.adam(0.1)
+    d = toy.device_data(1)
+    state = method.init(jax.random.key(0), toy.LAYERS)
+    args = (state, opt.init(state.params), d.base, d.x, d.y, d.index[0], d.n[0], jax.random.key(1))
+    short = make_local_train(toy.OBJECTIVE.loss, method, opt, 2, 4, False)(*args)
+    masked = make_local_train(toy.OBJECTIVE.loss, method, opt, 4, 4, False)(*args, steps=jnp.int32(2))
+    full = make_local_train(toy.OBJECTIVE.loss, method, opt, 4, 4, False)(*args)
+    chex.assert_trees_all_close(masked, short, rtol=1e-6)
+    assert np.abs(np.asarray(full[0].params["lin"] - short[0].params["lin"])).max() > 1e-3
+
+
+@pytest.mark.parametrize("drop", [False, True])
+def test_late_devices_send_partial_work_or_miss_the_deadline(data, drop):
+    steps = np.array([2, 1, 2, 2, 1, 2], np.int32)  # of 2 local steps: devices 1 and 4 are late
+    method, opt = toy.bias_method(), optax.adam(0.1)
+    state = toy.init_states(method, opt, M)
+    step = toy.round_step(method, opt, server=True, drop_late=drop)
+    planned = inputs([SERVER])._replace(steps=jnp.asarray(steps[None]))
+    new, metrics = jax.jit(lambda s, i: run_rounds(step, s, data, i))(state, planned)
+    one_step = toy.round_step(method, opt, local_steps=1)
+    _, (alone, _) = run(data, [np.eye(M)])
+    alone_short = run_rounds(one_step, state, data, inputs([np.eye(M)]))[0]
+    local = np.array(alone.adapter.params["lin"])
+    local[[1, 4]] = np.asarray(alone_short.adapter.params["lin"])[[1, 4]]  # what a late device has by the deadline
+    on_time = np.array([True, False, True, True, False, True])
+    expected = local[on_time].mean(0) if drop else local.mean(0)
+    np.testing.assert_allclose(new.adapter.params["lin"], np.broadcast_to(expected, (M, toy.C)), rtol=1e-5)
+    assert int(metrics["late_devices"][0]) == 2 and float(metrics["local_steps_mean"][0]) == pytest.approx(10 / 6)
+    assert int(metrics["messages_lost_late"][0]) == (2 if drop else 0)
+    planned_count, total = accounted(metrics)
+    assert planned_count[0] == total[0] == M

@@ -72,17 +72,19 @@ def test_byzantine_sets_are_fixed_per_seed():
 
 
 def test_a_run_with_every_section_on(tmp_path):
-    """A server run, two seeds in one program: 70% availability, 25% of the clients scaling their update ×10,
-    a trimmed mean, FedAvgM and FedProx. The accounting holds in every round and the summary reports it."""
+    """A server run, two seeds in one program: 70% availability, stragglers dropped at the deadline, 25% of the
+    clients scaling their update ×10, a trimmed mean, FedAvgM and FedProx. The accounting holds over the run
+    and the summary reports it."""
     overrides = ["rounds=2", "num_devices=8", "local_steps=2", "batch_size=8", "eval_every=2", "replicas=2",
                  "topology.name=server", "topology.clients_per_round=4", "availability.rate=0.7",
                  "attack.kind=scale", "attack.share=0.25", "aggregation.rule=trimmed_mean",
-                 "server_optimizer.name=fedavgm", "optimizer.prox_mu=0.01"]
+                 "server_optimizer.name=fedavgm", "optimizer.prox_mu=0.01", "stragglers.spread=0.6",
+                 "stragglers.rule=drop"]
     summary, _ = jaxdfl.run(None, overrides, out=tmp_path / "run", progress=False)
     assert summary["status"] == "finished" and np.isfinite(summary["final_accuracy"])
     for replica in summary["replicas"]:
         total = replica["messages_total"]
-        assert total["planned"] == total["delivered"] + total["lost_unavailable"] + total["lost_dropped"] + \
-            total["lost_outage"]
+        assert total["planned"] == total["delivered"] + total["lost_unavailable"] + total["lost_late"] + \
+            total["lost_dropped"] + total["lost_outage"]
         assert len(replica["byzantine_devices"]) == 2 and 0 < replica["online_share"] <= 1
     assert summary["replicas"][0]["byzantine_devices"] != summary["replicas"][1]["byzantine_devices"]

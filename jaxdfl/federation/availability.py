@@ -46,6 +46,21 @@ def availability_plan(avail_cfg, num_devices: int, seed: int) -> Callable[[int],
     return lambda round_: np.random.default_rng([seed, 5, round_]).random(num_devices) < rates
 
 
+def steps_plan(straggler_cfg, num_devices: int, local_steps: int, seed: int
+               ) -> Callable[[int], np.ndarray] | None:
+    """``steps(round) -> [M]`` int32, each device's local steps that round (stragglers), or None when every
+    device always does all ``local_steps``."""
+    if straggler_cfg.spread == 0:
+        return None
+    low = 1.0 - straggler_cfg.spread
+
+    def steps(round_: int) -> np.ndarray:
+        speed = np.random.default_rng([seed, 9, round_]).uniform(low, 1.0, num_devices)
+        return np.clip(np.ceil(local_steps * speed), 1, local_steps).astype(np.int32)
+
+    return steps
+
+
 def sample_online(rng: np.random.Generator, online: np.ndarray, k: int) -> np.ndarray:
     """``[k]`` sorted client indices: k drawn from the ``online`` devices, or all of them and then offline ones
     when fewer than k are online (those train and send nothing: the program masks them)."""

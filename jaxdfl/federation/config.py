@@ -38,6 +38,20 @@ class AvailabilityConfig:
 
 
 @dataclass(frozen=True)
+class StragglerConfig:
+    """Devices of unequal speed: each round device i can do ``ceil(E · u_i)`` of the E local steps, u_i drawn
+    uniform in ``[1 − spread, 1]`` every round (at least one step). ``partial``: what a device did by the
+    deadline is used (a straggler sends fewer steps' worth); ``drop``: FedAvg's deadline, a device that did not
+    finish its E steps is dropped for the round (counted in ``messages_lost_late``)."""
+
+    spread: float = 0.0
+    rule: Literal["partial", "drop"] = "partial"
+
+    def __post_init__(self):
+        require(0 <= self.spread < 1, "spread", f"must be in [0, 1), got {self.spread}")
+
+
+@dataclass(frozen=True)
 class AggregationConfig:
     """How a receiver (the server, or each device of a device-to-device graph) combines what it hears.
 

@@ -16,7 +16,8 @@ from jaxdfl import data as data_lib
 from jaxdfl.control.server import ServerController, build_controller, initial_queue
 from jaxdfl.core import Method, RoundControl, has_lora_factors, layer_density, num_params, trained_params
 from jaxdfl.errors import ConfigError, warn
-from jaxdfl.federation import availability_plan, byzantine_devices, make_poison, make_rule, make_server_optimizer
+from jaxdfl.federation import (availability_plan, byzantine_devices, make_poison, make_rule, make_server_optimizer,
+                               steps_plan)
 from jaxdfl.models import Model, adapted_layers, bundled_weights_path, from_pretrained, load_weights, tiny_vit
 from jaxdfl.models.loading import BUNDLED_TINY_VIT
 from jaxdfl.models.model import tiny_vit_model
@@ -26,7 +27,7 @@ from jaxdfl.sim.layout import SPARSE_BELOW, evaluation_sample, padded_devices, s
 from jaxdfl.sim.mesh import make_mesh, replicated, sharded
 from jaxdfl.sim.objective import Objective, choice_likelihood, classification
 from jaxdfl.sim.optimizer import make_optimizer
-from jaxdfl.sim.padding import pad_mixing, pad_online, pad_rows
+from jaxdfl.sim.padding import pad_devices, pad_mixing, pad_rows
 from jaxdfl.network.channels import Channel
 from jaxdfl.sim.round import DeviceData, make_round_step, run_rounds
 from jaxdfl.sim.schedule import round_inputs
@@ -71,17 +72,19 @@ class Simulation(NamedTuple):
     evaluate: Callable | None = None  # make_evaluate's function, unjitted (replicas vmap it)
     padded: int = 0  # M' > M: the device axis holds inert devices after the real ones (jaxdfl.sim.padding)
     online: Callable[[int], np.ndarray] | None = None  # availability: the devices online in a round ([M] bool)
+    steps: Callable[[int], np.ndarray] | None = None  # stragglers: each device's local steps in a round ([M])
 
     def inputs(self, start: int, stop: int, dense: bool = False) -> RoundInputs:
         """The inputs of rounds ``start..stop-1``, stacked ``[R, ...]``, as the topology and network plan them;
         W in the form the round program uses (``dense``: always the ``[M, M]`` matrix)."""
         key = jax.random.fold_in(jax.random.key(self.config.seed), 1)
         inputs = round_inputs(self.topology, self.positions, key, start, stop, self.sparse_mixing and not dense,
-                              self.online)
+                              self.online, self.steps)
         if not self.padded:
             return inputs
-        available = None if inputs.available is None else pad_online(inputs.available, self.padded)
-        return inputs._replace(w=pad_mixing(inputs.w, self.padded), available=available)
+        pad = lambda x, fill: None if x is None else pad_devices(np.asarray(x), self.padded, fill)  # noqa: E731
+        return inputs._replace(w=pad_mixing(inputs.w, self.padded), available=pad(inputs.available, True),
+                               steps=pad(inputs.steps, self.config.local_steps))
 
     def mixing(self, round_: int):
         """Round ``round_``'s W in the form the round program uses."""
@@ -234,7 +237,8 @@ def federation_settings(cfg: Config, method: Method, adapter, data: data_lib.Fed
             "server_optimizer": make_server_optimizer(cfg.server_optimizer),
             "prox_mu": cfg.optimizer.prox_mu, "dp_central": dp if cfg.privacy.mechanism == "central" else None,
             "dp_local": dp if cfg.privacy.mechanism == "local" else None,
-            "secure_bits": cfg.secure_aggregation.frac_bits if cfg.secure_aggregation.enabled else 0}
+            "secure_bits": cfg.secure_aggregation.frac_bits if cfg.secure_aggregation.enabled else 0,
+            "drop_late": cfg.stragglers.rule == "drop"}
 
 
 def build_simulation(cfg: Config, status: Callable[[str], None] = lambda message: None,
@@ -337,4 +341,4 @@ def build_simulation(cfg: Config, status: Callable[[str], None] = lambda message
                       lambda state, inputs: scanned(state, device, inputs),
                       functools.partial(evaluate_fn, device=device, test=test),
                       functools.partial(base_accuracy_fn, device.base, test=test), sparse, evaluated, evaluate, padded,
-                      online)
+                      online, steps_plan(cfg.stragglers, cfg.num_devices, cfg.local_steps, cfg.seed))

@@ -28,22 +28,23 @@ def over_devices(fn: Callable, chunk: int = 0) -> Callable:
 
 def make_local_train(model_loss, method: Method, optimizer: optax.GradientTransformation, local_steps: int,
                      batch_size: int, reset_state: bool, prox_mu: float = 0.0, num_classes: int = 0):
-    """Returns ``train(state, opt_state, base, x, y, index, n, key, view=None, flip=False) -> (state,
-    opt_state, mean_loss)`` for one device, with ``model_loss(base, x, y, hook) -> scalar`` (an
+    """Returns ``train(state, opt_state, base, x, y, index, n, key, view=None, flip=False, steps=None) ->
+    (state, opt_state, mean_loss)`` for one device, with ``model_loss(base, x, y, hook) -> scalar`` (an
     :class:`~jaxdfl.sim.objective.Objective`'s ``loss``).
 
-    ``prox_mu`` > 0 adds FedProx's proximal term ``μ/2 ‖θ − θ_start‖²`` (Li et al. 2020, eq. 2), ``θ_start``
-    the params the device started the round from. With ``flip`` (a label-flipping attacker) the device trains
-    on labels ``num_classes − 1 − y``.
+    ``steps`` (a straggler's budget this round): only the first ``steps`` of the ``local_steps`` steps update
+    anything (a masked scan, so every device runs one program). ``prox_mu`` > 0 adds FedProx's proximal term
+    ``μ/2 ‖θ − θ_start‖²`` (Li et al. 2020, eq. 2), ``θ_start`` the params the device started the round from.
+    With ``flip`` (a label-flipping attacker) the device trains on labels ``num_classes − 1 − y``.
 
     ``x`` ``[N, ...]``, ``y`` ``[N]`` are the training pool, ``index`` ``[n_max]`` the device's rows of it
     and ``n`` how many are real; each step draws a mini-batch of ``batch_size`` of them uniformly (with
-    replacement). With a ``view`` the forward
-    pass is the device's mixture of held experts (:func:`~jaxdfl.core.adapter_hook`).
+    replacement). With a ``view`` the forward pass is the device's mixture of held experts
+    (:func:`~jaxdfl.core.adapter_hook`).
     """
 
     def train(state: AdapterState, opt_state, base, x, y, index, n, key, view: ExpertView | None = None,
-              flip=False):
+              flip=False, steps=None):
         if reset_state:
             opt_state = optimizer.init(state.params)
 
@@ -55,15 +56,22 @@ def make_local_train(model_loss, method: Method, optimizer: optax.GradientTransf
                                             zip(jax.tree.leaves(params), jax.tree.leaves(state.params)))
             return loss
 
-        def step(carry, k):
+        def step(carry, inputs):
             params, s = carry
+            k, t = inputs
             idx = index[jax.random.randint(k, (batch_size,), 0, n)]
             yb = jnp.where(flip, flip_labels(y[idx], num_classes), y[idx]) if num_classes else y[idx]
             loss, grads = jax.value_and_grad(loss_fn)(params, x[idx], yb)
-            updates, s = optimizer.update(grads, s, params)
-            return (optax.apply_updates(params, updates), s), loss
+            updates, new_s = optimizer.update(grads, s, params)
+            new = (optax.apply_updates(params, updates), new_s)
+            if steps is None:
+                return new, loss
+            done = t < steps  # a straggler's steps past its budget leave everything as it was
+            return jax.tree.map(lambda a, b: jnp.where(done, a, b), new, (params, s)), jnp.where(done, loss, 0.0)
 
-        (params, opt_state), losses = jax.lax.scan(step, (state.params, opt_state), jax.random.split(key, local_steps))
-        return state._replace(params=params), opt_state, losses.mean()
+        ticks = (jax.random.split(key, local_steps), jnp.arange(local_steps))
+        (params, opt_state), losses = jax.lax.scan(step, (state.params, opt_state), ticks)
+        mean = losses.mean() if steps is None else losses.sum() / jnp.maximum(jnp.minimum(steps, local_steps), 1)
+        return state._replace(params=params), opt_state, mean
 
     return train

@@ -55,8 +55,8 @@ def pad_rows(index: np.ndarray, n: np.ndarray, m_pad: int) -> tuple[np.ndarray, 
             np.concatenate([n, np.repeat(n[:1], extra)]))
 
 
-def pad_online(available: np.ndarray, m_pad: int) -> np.ndarray:
-    """Online flags ``[..., M]`` for M' = ``m_pad`` devices: inert devices count as online (they hear only
-    themselves either way)."""
-    extra = np.ones((*available.shape[:-1], m_pad - available.shape[-1]), bool)
-    return np.concatenate([np.asarray(available, bool), extra], -1)
+def pad_devices(per_device: np.ndarray, m_pad: int, fill) -> np.ndarray:
+    """Per-device round inputs ``[..., M]`` (online flags, local steps) for M' = ``m_pad`` devices, inert
+    devices given ``fill`` (online; all their steps: they hear only themselves either way)."""
+    extra = np.full((*per_device.shape[:-1], m_pad - per_device.shape[-1]), fill, per_device.dtype)
+    return np.concatenate([per_device, extra], -1)

@@ -57,7 +57,8 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
                     centre_at_start: bool = False, poison: Callable | None = None,
                     label_classes: int = 0, server_optimizer=None, prox_mu: float = 0.0,
                     dp_central: tuple[float, float] | None = None,
-                    dp_local: tuple[float, float] | None = None, secure_bits: int = 0) -> Callable:
+                    dp_local: tuple[float, float] | None = None, secure_bits: int = 0,
+                    drop_late: bool = False) -> Callable:
     """``round_step(state, data: DeviceData, inputs: RoundInputs) -> (state, metrics)`` for all devices.
 
     Only the active devices (``inputs.active``, all when None) train and ``encode``, so an inactive device's
@@ -83,6 +84,10 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
     * ``inputs.available`` ``[M]`` bool: offline devices neither train nor send (their state is kept; nobody
       hears them). Under a server they download the global model like everyone; device to device they hear
       nothing. A round in which a server hears nobody leaves every device as it was.
+    * ``inputs.steps`` ``[M]`` int: each device's local steps this round (stragglers; at most
+      ``local_steps``), a masked scan of ``local_steps``. With ``drop_late`` a device that did fewer than
+      ``local_steps`` is late: treated as offline for the round (FedAvg's deadline), counted in
+      ``messages_lost_late``; without, its partial work is used.
     * ``rule``: a robust aggregator (:func:`jaxdfl.federation.make_rule`) in place of the weighted average;
       updates are measured from each receiver's round-start params (``centre_at_start``) or from 0 (methods
       that send deltas).
@@ -109,25 +114,29 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
       position); with a channel the :class:`~jaxdfl.network.d2d.LinkReport` fields (``energy_j`` including
       the exchange) and ``exchange_delay_s``; with a controller its record (``ratio``, ``delay_s``,
       ``queue``, ``gamma``, ``bandwidth_min``, ``bandwidth_max``); message accounting, where
-      ``messages_planned`` = ``messages_delivered`` + ``messages_lost_unavailable`` + ``messages_lost_dropped``
-      + ``messages_lost_outage`` (a message is one sender → receiver link, one upload under a server);
-      ``online_devices`` with ``inputs.available``.
+      ``messages_planned`` = ``messages_delivered`` + ``messages_lost_unavailable`` + ``messages_lost_late``
+      + ``messages_lost_dropped`` + ``messages_lost_outage`` (a message is one sender → receiver link, one
+      upload under a server); ``online_devices`` with ``inputs.available``; ``local_steps_mean`` (over the
+      devices that trained) and ``late_devices`` with ``inputs.steps``.
     """
     local_train = make_local_train(objective.loss, method, optimizer, local_steps, batch_size, reset_state,
                                    prox_mu, label_classes)
 
     def train(shared, mine):
         base, x, y, experts = shared
-        adapter, opt_state, index, n, key, view, flip = mine
+        adapter, opt_state, index, n, key, view, flip, steps = mine
         return local_train(adapter, opt_state, base, x, y, index, n, key,
-                           None if view is None else view._replace(experts=experts), flip)
+                           None if view is None else view._replace(experts=experts), flip, steps)
 
     train_all = over_devices(train, device_chunk)
     through_experts = method.experts is not None and method.experts.train_through
 
     def round_step(state: SimState, data: DeviceData, inputs: RoundInputs):
         w, active, control, available = inputs.w, inputs.active, inputs.control, inputs.available
-        planned = w
+        planned, online_only = w, None
+        if inputs.steps is not None and drop_late:  # a late device misses the deadline: offline for the round
+            online_only = jnp.ones(inputs.steps.shape, bool) if available is None else available
+            available = online_only & (inputs.steps >= local_steps)
         m = jax.tree.leaves(state.adapter)[0].shape[0]
         sparse = isinstance(w, Neighbours)
         metrics = {}
@@ -145,7 +154,8 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
             view = expert_views(jax.vmap(method.experts.expert)(state.adapter), w, control.stored)
             view, experts = jax.tree.map(pick, view._replace(experts=None)), view.experts
         mine = (*part, pick(data.index), pick(data.n), jax.random.split(k_train, k), view,
-                pick(data.byzantine) if label_classes else None)
+                pick(data.byzantine) if label_classes else None,
+                None if inputs.steps is None else pick(inputs.steps))
         adapter, opt_state, loss = train_all((data.base, data.x, data.y, experts), mine)
         trained = adapter.params
         finite = finite_devices(loss, adapter)
@@ -157,6 +167,8 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
             counts &= online
             w = drop_columns(w, available) if server else drop_senders(w, available)
         reachable = w
+        if online_only is not None:  # offline first, then late
+            online_w = (drop_columns(planned, online_only) if server else drop_senders(planned, online_only))
         alive = state.alive
         if drop_nonfinite:  # a dropped device is zeroed (finite, inert: 0 × NaN would still be NaN) and unheard
             alive = alive & finite
@@ -196,8 +208,10 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
             crossing &= alive[None, :]
         if available is not None and not sparse:
             crossing &= available[None, :] & available[:, None]
+        on_time = planned if available is None else online_w if online_only is not None else reachable
         lost = {"messages_planned": count_links(planned, server),
-                "messages_lost_unavailable": count_links(planned, server) - count_links(reachable, server),
+                "messages_lost_unavailable": count_links(planned, server) - count_links(on_time, server),
+                "messages_lost_late": count_links(on_time, server) - count_links(reachable, server),
                 "messages_lost_dropped": count_links(reachable, server) - count_links(w, server)}
         if channel is not None:  # the one-off setup part of a message is not bound by the round's Γ
             w, report = channel.apply(k_fade, w, message.bits - message.setup_bits, crossing, inputs.positions)
@@ -221,7 +235,14 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
         if available is not None:  # who heard nobody keeps its round-start state
             deaf = jnp.broadcast_to(count_links(w, True) == 0, (m,)) if server else ~available
             adapter, opt_state = _where_devices(~deaf, (adapter, opt_state), (state.adapter, state.opt_state))
-            metrics["online_devices"] = available[:real].sum()
+        if inputs.available is not None:
+            metrics["online_devices"] = inputs.available[:real].sum()
+        if inputs.steps is not None:  # over the online devices that trained this round
+            trains = jnp.ones(m, bool) if active is None else jnp.zeros(m, bool).at[active].set(True)
+            trains &= jnp.ones(m, bool) if inputs.available is None else inputs.available
+            trains &= jnp.arange(m) < (m if real is None else real)
+            metrics["local_steps_mean"] = jnp.where(trains, inputs.steps, 0).sum() / jnp.maximum(trains.sum(), 1)
+            metrics["late_devices"] = (trains & (inputs.steps < local_steps)).sum()
         if server_optimizer is not None:  # one step on the pseudo-gradient, the same for every device
             first = 0 if state.alive is None else jnp.argmax(alive)
             start, averaged = (jax.tree.map(lambda p: p[first], t) for t in (state.adapter.params, adapter.params))

@@ -15,10 +15,12 @@ from jaxdfl.topology import Topology, neighbours
 
 
 def round_inputs(topology: Topology, positions: Callable[[int], np.ndarray | None], key: jax.Array, start: int,
-                 stop: int, sparse: bool = False, online: Callable[[int], np.ndarray] | None = None) -> RoundInputs:
+                 stop: int, sparse: bool = False, online: Callable[[int], np.ndarray] | None = None,
+                 steps: Callable[[int], np.ndarray] | None = None) -> RoundInputs:
     """:class:`RoundInputs` of rounds ``start..stop-1`` stacked ``[R, ...]``: round r's key is
     ``fold_in(key, r)``, its W (``sparse``: the topology's neighbour lists), active set and flags the
-    topology's, its positions the network's, its online devices ``online``'s (None: all, every round). A
+    topology's, its positions the network's, its online devices ``online``'s (None: all, every round), its
+    local steps per device ``steps``' (None: all). A
     round's inputs depend only on its index, never on how a run reached it (resume-safe)."""
     rounds = range(start, stop)
     stack = lambda items: jax.tree.map(lambda *xs: np.stack(xs), *items)  # noqa: E731
@@ -30,7 +32,8 @@ def round_inputs(topology: Topology, positions: Callable[[int], np.ndarray | Non
         active=None if topology.num_active is None else np.stack([topology.active(r) for r in rounds]),
         control=stack([_as_arrays(topology.control(r)) for r in rounds]),
         positions=None if positions(start) is None else np.stack([positions(r) for r in rounds]),
-        available=None if online is None else np.stack([online(r) for r in rounds]))
+        available=None if online is None else np.stack([online(r) for r in rounds]),
+        steps=None if steps is None else np.stack([steps(r) for r in rounds]))
 
 
 def _as_arrays(control: RoundControl) -> RoundControl:

@@ -43,6 +43,7 @@ class RoundInputs(NamedTuple):
         program itself).
       positions: ``[M, 2]`` device positions (device-to-device network), or None.
       available: ``[M]`` bool, the devices online this round (``availability``), or None: all of them.
+      steps: ``[M]`` int32, each device's local steps this round (``stragglers``), or None: all of them.
     """
 
     key: jax.Array
@@ -52,3 +53,4 @@ class RoundInputs(NamedTuple):
     control: RoundControl
     positions: jax.Array | None
     available: jax.Array | None = None
+    steps: jax.Array | None = None
