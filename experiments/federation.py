@@ -3,7 +3,7 @@
   * availability: accuracy as fewer clients are online per round (FedAvg);
   * byzantine: accuracy under sign-flipping devices (update reversed, ×4) at 0, 10 and 30% of the clients,
     for every aggregation rule;
-  * server: FedAvg against FedAvgM, FedAdam, FedYogi and FedProx;
+  * server: FedAvg against FedAvgM, FedAdam, FedYogi, FedProx and SCAFFOLD;
   * privacy: DP-FedAvg (10 of the 20 clients per round, updates clipped to 0.5) at noise multipliers 0 (clipping
     only) to 4, with the ε(10⁻⁵) the accountant gives after the run.
 
@@ -34,7 +34,8 @@ SERVERS = {"FedAvg": [],
                        "server_optimizer.momentum=0.9"],
            "FedAdam": ["server_optimizer.name=fedadam", "server_optimizer.learning_rate=0.01"],
            "FedYogi": ["server_optimizer.name=fedyogi", "server_optimizer.learning_rate=0.01"],
-           "FedProx": ["optimizer.prox_mu=0.1"]}
+           "FedProx": ["optimizer.prox_mu=0.1"],
+           "SCAFFOLD": ["scaffold.enabled=true"]}
 
 
 def pm(summary: dict, key: str = "final_accuracy") -> str:

@@ -39,11 +39,14 @@ def main():
     parser.add_argument("--rounds", type=int, default=None, help="override every config's rounds")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default="results/paper_a")
+    parser.add_argument("--device-chunk", type=int, default=2,
+                        help="devices trained at a time per seed (2: about 12 GB for 3 seeds; 4 ran out of 24 GB)")
     args = parser.parse_args()
     clock = Stopwatch()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = {label: run_grid(config, {label.lower(): []}, out / "a5_matched", args.rounds,
+    chunk = [f"device_chunk={args.device_chunk}"]
+    results = {label: run_grid(config, {label.lower(): chunk}, out / "a5_matched", args.rounds,
                                seeds=args.seeds)[label.lower()]["summary"] for label, config in CONFIGS.items()}
 
     first = next(iter(results.values()))

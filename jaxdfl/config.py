@@ -17,7 +17,8 @@ from jaxdfl.control.config import ControlConfig
 from jaxdfl.diff.config import StudyConfig
 from jaxdfl.errors import ConfigError
 from jaxdfl.federation.config import (AggregationConfig, AttackConfig, AvailabilityConfig, PrivacyConfig,
-                                      SecureAggregationConfig, ServerOptimizerConfig, StragglerConfig)
+                                      ScaffoldConfig, SecureAggregationConfig, ServerOptimizerConfig,
+                                      StragglerConfig)
 from jaxdfl.schema import build, check_path, load_yaml, plain, require
 from jaxdfl.topology.config import TopologyConfig
 
@@ -185,6 +186,7 @@ class Config:
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     server_optimizer: ServerOptimizerConfig = field(default_factory=ServerOptimizerConfig)
+    scaffold: ScaffoldConfig = field(default_factory=ScaffoldConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     secure_aggregation: SecureAggregationConfig = field(default_factory=SecureAggregationConfig)
     study: StudyConfig = field(default_factory=StudyConfig)  # jaxdfl learn only
@@ -223,6 +225,9 @@ class Config:
         if self.server_optimizer.name != "none":
             require(self.topology.name == "server", "server_optimizer.name",
                     f"{self.server_optimizer.name!r} steps a server's global model: it needs topology.name=server")
+        if self.scaffold.enabled:
+            require(self.topology.name == "server", "scaffold.enabled",
+                    "SCAFFOLD's control variates live on a server: it needs topology.name=server")
         if self.privacy.mechanism == "central":
             require(self.topology.name == "server", "privacy.mechanism",
                     "'central' noises a server's aggregate: it needs topology.name=server ('local' works anywhere)")
@@ -309,5 +314,5 @@ def load_config(source: str | Path | dict | Config | None = None, overrides=()) 
 
 __all__ = ["AggregationConfig", "AttackConfig", "AvailabilityConfig", "Config", "ControlConfig", "DataConfig",
            "MethodConfig", "ModelConfig", "NetworkConfig", "OptimizerConfig", "PrivacyConfig",
-           "SecureAggregationConfig", "ServerOptimizerConfig", "StragglerConfig",
+           "ScaffoldConfig", "SecureAggregationConfig", "ServerOptimizerConfig", "StragglerConfig",
            "TopologyConfig", "apply_overrides", "bundled_configs_dir", "list_bundled", "load_config", "resolve_path"]

@@ -198,3 +198,43 @@ def test_late_devices_send_partial_work_or_miss_the_deadline(data, drop):
     assert int(metrics["messages_lost_late"][0]) == (2 if drop else 0)
     planned_count, total = accounted(metrics)
     assert planned_count[0] == total[0] == M
+
+
+def test_scaffold_corrects_every_local_gradient():
+    """A loss linear in the bias (gradient g) and SGD at rate η: E steps with correction c − c_i end at
+    θ0 − Eη(g + c − c_i)."""
+    method = toy.bias_method()
+    g, corr = jnp.array([1.0, -2.0, 0.5]), jnp.array([0.3, 0.3, -1.0])
+    train = make_local_train(lambda base, x, y, hook: jnp.sum(hook("lin", x[:1])[0] * g), method, optax.sgd(0.1),
+                             3, 1, False)
+    state = method.init(jax.random.key(0), toy.LAYERS)
+    d = toy.device_data(1)
+    out, _, _ = train(state, optax.sgd(0.1).init(state.params), d.base, d.x, d.y, d.index[0], d.n[0],
+                      jax.random.key(1), correction={"lin": corr})
+    np.testing.assert_allclose(out.params["lin"], -3 * 0.1 * (g + corr), rtol=1e-6)
+
+
+def test_scaffold_variates_after_a_round(data):
+    """Round 1 (all variates 0) is FedAvg's; then a delivering client's c_i = (x − y_i)/(Eη) and the server's
+    c = (1/N) Σ over those clients; a client not sampled keeps c_i = 0 and sends nothing for it."""
+    from jaxdfl.sim.state import Variates
+
+    method, eta = toy.bias_method(), 0.5
+    sampled = np.array([0, 2, 3, 5])
+    w = graphs.server_average(np.ones(M), sampled)
+    state = toy.init_states(method, optax.sgd(eta), M)
+    zeros = jax.tree.map(jnp.zeros_like, state.adapter.params)
+    state = state._replace(variates=Variates(zeros, one(zeros, 0)))
+    active = [jnp.asarray(sampled, jnp.int32)]
+    step = toy.round_step(method, optax.sgd(eta), server=True, scaffold_lr=eta)
+    new, metrics = run_rounds(step, state, data, inputs([w], active=active))
+    plain, plain_metrics = run_rounds(toy.round_step(method, optax.sgd(eta), server=True), state, data,
+                                      inputs([w], active=active))
+    chex.assert_trees_all_close(new.adapter, plain.adapter, rtol=1e-6)
+    alone, _ = run_rounds(toy.round_step(method, optax.sgd(eta)), state, data, inputs([np.eye(M)], active=active))
+    y = np.asarray(alone.adapter.params["lin"])  # each sampled client's local result from x = 0
+    c_i = np.zeros_like(y)
+    c_i[sampled] = (0.0 - y[sampled]) / (2 * eta)  # E = 2 local steps
+    np.testing.assert_allclose(new.variates.client["lin"], c_i, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(new.variates.server["lin"], c_i.sum(0) / M, rtol=1e-5, atol=1e-7)
+    assert float(metrics["uplink_params"][0] - plain_metrics["uplink_params"][0]) == len(sampled) * toy.C

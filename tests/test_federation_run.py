@@ -57,6 +57,7 @@ def test_a_server_samples_online_clients_first():
       "model.name=pretrained", "model.checkpoint=smollm2-135m-instruct"], "text tasks"),
     (["aggregation.trim=0.5"], "trim"),
     (["secure_aggregation.enabled=true"], "needs topology.name=server"),
+    (["scaffold.enabled=true"], "needs topology.name=server"),
     (["secure_aggregation.enabled=true", "topology.name=server", "aggregation.rule=krum"], "aggregation.rule: mean"),
 ])
 def test_config_errors_name_the_key(overrides, match):
@@ -73,13 +74,13 @@ def test_byzantine_sets_are_fixed_per_seed():
 
 def test_a_run_with_every_section_on(tmp_path):
     """A server run, two seeds in one program: 70% availability, stragglers dropped at the deadline, 25% of the
-    clients scaling their update ×10, a trimmed mean, FedAvgM and FedProx. The accounting holds over the run
+    clients scaling their update ×10, a trimmed mean, FedAvgM, FedProx and SCAFFOLD. The accounting holds over the run
     and the summary reports it."""
     overrides = ["rounds=2", "num_devices=8", "local_steps=2", "batch_size=8", "eval_every=2", "replicas=2",
                  "topology.name=server", "topology.clients_per_round=4", "availability.rate=0.7",
                  "attack.kind=scale", "attack.share=0.25", "aggregation.rule=trimmed_mean",
                  "server_optimizer.name=fedavgm", "optimizer.prox_mu=0.01", "stragglers.spread=0.6",
-                 "stragglers.rule=drop"]
+                 "stragglers.rule=drop", "scaffold.enabled=true"]
     summary, _ = jaxdfl.run(None, overrides, out=tmp_path / "run", progress=False)
     assert summary["status"] == "finished" and np.isfinite(summary["final_accuracy"])
     for replica in summary["replicas"]:

@@ -7,11 +7,12 @@ from jaxdfl.federation.aggregators import (clipped_mean, coordinate_median, krum
 from jaxdfl.federation.attacks import byzantine_devices, flip_labels, make_poison
 from jaxdfl.federation.availability import availability_plan, load_trace, sample_online, steps_plan
 from jaxdfl.federation.config import (AggregationConfig, AttackConfig, AvailabilityConfig, PrivacyConfig,
-                                      SecureAggregationConfig, ServerOptimizerConfig, StragglerConfig)
+                                      ScaffoldConfig, SecureAggregationConfig, ServerOptimizerConfig,
+                                      StragglerConfig)
 from jaxdfl.federation.server import make_server_optimizer, server_step
 
-__all__ = ["AggregationConfig", "AttackConfig", "AvailabilityConfig", "PrivacyConfig", "SecureAggregationConfig",
-           "ServerOptimizerConfig", "StragglerConfig", "availability_plan",
+__all__ = ["AggregationConfig", "AttackConfig", "AvailabilityConfig", "PrivacyConfig", "ScaffoldConfig",
+           "SecureAggregationConfig", "ServerOptimizerConfig", "StragglerConfig", "availability_plan",
            "byzantine_devices", "clipped_mean", "coordinate_median", "flip_labels", "krum_scores", "load_trace",
            "make_poison", "make_rule", "make_server_optimizer", "multi_krum", "robust_mix", "sample_online",
            "server_step", "steps_plan", "trimmed_mean", "weighted_mean"]

@@ -105,6 +105,14 @@ class AttackConfig:
 
 
 @dataclass(frozen=True)
+class ScaffoldConfig:
+    """SCAFFOLD (Karimireddy et al. 2020, option II): control variates correct each client's drift. Needs a
+    server; doubles what a client sends (its update and its variate's change)."""
+
+    enabled: bool = False
+
+
+@dataclass(frozen=True)
 class ServerOptimizerConfig:
     """The server's optimizer on the pseudo-gradient (global − average of the clients; Reddi et al. 2021,
     "Adaptive Federated Optimization"), through optax. ``none``: the average becomes the global model

@@ -31,7 +31,7 @@ from jaxdfl.sim.padding import pad_devices, pad_mixing, pad_rows
 from jaxdfl.network.channels import Channel
 from jaxdfl.sim.round import DeviceData, make_round_step, run_rounds
 from jaxdfl.sim.schedule import round_inputs
-from jaxdfl.sim.state import RoundInputs, SimState
+from jaxdfl.sim.state import RoundInputs, SimState, Variates
 from jaxdfl.topology import Topology, agnes_clusters, build_topology
 
 if TYPE_CHECKING:  # the config imports jaxdfl.diff, which builds on this module
@@ -238,7 +238,8 @@ def federation_settings(cfg: Config, method: Method, adapter, data: data_lib.Fed
             "prox_mu": cfg.optimizer.prox_mu, "dp_central": dp if cfg.privacy.mechanism == "central" else None,
             "dp_local": dp if cfg.privacy.mechanism == "local" else None,
             "secure_bits": cfg.secure_aggregation.frac_bits if cfg.secure_aggregation.enabled else 0,
-            "drop_late": cfg.stragglers.rule == "drop"}
+            "drop_late": cfg.stragglers.rule == "drop",
+            "scaffold_lr": cfg.optimizer.learning_rate if cfg.scaffold.enabled else 0.0}
 
 
 def build_simulation(cfg: Config, status: Callable[[str], None] = lambda message: None,
@@ -272,7 +273,7 @@ def build_simulation(cfg: Config, status: Callable[[str], None] = lambda message
                                         on_devices), jax.device_put(byzantine, on_devices))
     test = TestSets(*jax.device_put((data.test_x, data.test_y, data.test_n), everywhere))
     state_sharding = SimState(on_devices, on_devices, everywhere,
-                              on_devices if cfg.on_nonfinite == "drop_device" else None, everywhere)
+                              on_devices if cfg.on_nonfinite == "drop_device" else None, everywhere, everywhere)
 
     stats = None
     if method.calibrate is not None:  # what the method reads of the base on each device's data, once
@@ -292,12 +293,21 @@ def build_simulation(cfg: Config, status: Callable[[str], None] = lambda message
         return SimState(adapter, jax.vmap(optimizer.init)(adapter.params), queue, alive)
 
     server_optimizer = make_server_optimizer(cfg.server_optimizer)
-    if server_optimizer is not None:
+    if server_optimizer is not None or cfg.scaffold.enabled:
         init_clients = init_fn
 
-        def init_fn(key, stats):  # the server's optimizer state over one copy of the global params
+        def init_fn(key, stats):  # the server's optimizer state and SCAFFOLD's variates start at zero
             state = init_clients(key, stats)
-            return state._replace(server=server_optimizer.init(jax.tree.map(lambda p: p[0], state.adapter.params)))
+            one = jax.tree.map(lambda p: p[0], state.adapter.params)
+            if server_optimizer is not None:
+                state = state._replace(server=server_optimizer.init(one))
+            if cfg.scaffold.enabled:
+                zeros = jax.tree.map(jnp.zeros_like, (state.adapter.params, one))
+                state = state._replace(variates=Variates(*zeros))
+            return state
+
+        if cfg.scaffold.enabled:
+            state_sharding = state_sharding._replace(variates=Variates(on_devices, everywhere))
 
     init_fn = functools.partial(jax.jit(init_fn, out_shardings=state_sharding), stats=stats)
     channel, positions, labels = None, (lambda round_: None), None

@@ -28,9 +28,9 @@ def over_devices(fn: Callable, chunk: int = 0) -> Callable:
 
 def make_local_train(model_loss, method: Method, optimizer: optax.GradientTransformation, local_steps: int,
                      batch_size: int, reset_state: bool, prox_mu: float = 0.0, num_classes: int = 0):
-    """Returns ``train(state, opt_state, base, x, y, index, n, key, view=None, flip=False, steps=None) ->
-    (state, opt_state, mean_loss)`` for one device, with ``model_loss(base, x, y, hook) -> scalar`` (an
-    :class:`~jaxdfl.sim.objective.Objective`'s ``loss``).
+    """Returns ``train(state, opt_state, base, x, y, index, n, key, view=None, flip=False, steps=None,
+    correction=None) -> (state, opt_state, mean_loss)`` for one device, with ``model_loss(base, x, y, hook) ->
+    scalar`` (an :class:`~jaxdfl.sim.objective.Objective`'s ``loss``).
 
     ``steps`` (a straggler's budget this round): only the first ``steps`` of the ``local_steps`` steps update
     anything (a masked scan, so every device runs one program). ``prox_mu`` > 0 adds FedProx's proximal term
@@ -40,11 +40,12 @@ def make_local_train(model_loss, method: Method, optimizer: optax.GradientTransf
     ``x`` ``[N, ...]``, ``y`` ``[N]`` are the training pool, ``index`` ``[n_max]`` the device's rows of it
     and ``n`` how many are real; each step draws a mini-batch of ``batch_size`` of them uniformly (with
     replacement). With a ``view`` the forward pass is the device's mixture of held experts
-    (:func:`~jaxdfl.core.adapter_hook`).
+    (:func:`~jaxdfl.core.adapter_hook`). ``correction`` (SCAFFOLD's ``c − c_i``, a tree like the params) is
+    added to every step's gradient.
     """
 
     def train(state: AdapterState, opt_state, base, x, y, index, n, key, view: ExpertView | None = None,
-              flip=False, steps=None):
+              flip=False, steps=None, correction=None):
         if reset_state:
             opt_state = optimizer.init(state.params)
 
@@ -62,6 +63,8 @@ def make_local_train(model_loss, method: Method, optimizer: optax.GradientTransf
             idx = index[jax.random.randint(k, (batch_size,), 0, n)]
             yb = jnp.where(flip, flip_labels(y[idx], num_classes), y[idx]) if num_classes else y[idx]
             loss, grads = jax.value_and_grad(loss_fn)(params, x[idx], yb)
+            if correction is not None:  # SCAFFOLD: the step follows g − c_i + c
+                grads = jax.tree.map(jnp.add, grads, correction)
             updates, new_s = optimizer.update(grads, s, params)
             new = (optax.apply_updates(params, updates), new_s)
             if steps is None:

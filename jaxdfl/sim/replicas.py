@@ -28,7 +28,7 @@ from jaxdfl.sim.padding import real_part
 from jaxdfl.sim.processes import to_host
 from jaxdfl.sim.round import DeviceData
 from jaxdfl.sim.run_folder import strict
-from jaxdfl.sim.state import RoundInputs, SimState
+from jaxdfl.sim.state import RoundInputs, SimState, Variates
 from jaxdfl.sim.summary import accuracy_record, num_clusters, routing_share, summarize
 from jaxdfl.topology import Neighbours, drop_senders
 from jaxdfl.topology.neighbours import widen
@@ -133,7 +133,8 @@ class Replicas(Single):
         on_devices = NamedSharding(first.mesh, PartitionSpec(None, DEVICE_AXIS))
         everywhere = replicated(first.mesh)
         self.state_sharding = SimState(on_devices, on_devices, everywhere,
-                                       None if config.on_nonfinite != "drop_device" else on_devices, everywhere)
+                                       None if config.on_nonfinite != "drop_device" else on_devices, everywhere,
+                                       Variates(on_devices, everywhere) if config.scaffold.enabled else everywhere)
 
         def scan(state, data, inputs):
             step = jax.vmap(first.round_step, in_axes=(0, data_axes, 0))

@@ -20,7 +20,7 @@ from jaxdfl.metrics import lora_covariance, neighbourhood_collision, neighbourho
 from jaxdfl.network.channels import Channel
 from jaxdfl.sim.local import make_local_train, over_devices
 from jaxdfl.sim.objective import Objective
-from jaxdfl.sim.state import RoundInputs, SimState
+from jaxdfl.sim.state import RoundInputs, SimState, Variates
 from jaxdfl.federation.aggregators import robust_mix
 from jaxdfl.federation.privacy import central_dp_mix, local_dp
 from jaxdfl.federation.secure import secure_mix
@@ -58,7 +58,7 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
                     label_classes: int = 0, server_optimizer=None, prox_mu: float = 0.0,
                     dp_central: tuple[float, float] | None = None,
                     dp_local: tuple[float, float] | None = None, secure_bits: int = 0,
-                    drop_late: bool = False) -> Callable:
+                    drop_late: bool = False, scaffold_lr: float = 0.0) -> Callable:
     """``round_step(state, data: DeviceData, inputs: RoundInputs) -> (state, metrics)`` for all devices.
 
     Only the active devices (``inputs.active``, all when None) train and ``encode``, so an inactive device's
@@ -98,6 +98,10 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
     * ``dp_central`` ``(clip_norm, noise_multiplier)``: DP-FedAvg's clipped, noised aggregate replaces the
       server's average; ``dp_local``: every sending device clips its update and adds noise itself
       (:mod:`jaxdfl.federation.privacy`).
+    * ``scaffold_lr`` > 0 (the local learning rate η): SCAFFOLD (Karimireddy et al. 2020, option II). Local
+      steps follow ``g − c_i + c``; a client that delivers sets ``c_i ← c_i − c + (x − y_i)/(K_i η)`` (K_i its
+      steps) and sends the change with its update (counted in the uplink); the server moves
+      ``c ← c + (1/N) Σ Δc_i`` (``state.variates``).
     * ``secure_bits`` > 0: the server sums pairwise-masked, fixed-point contributions with that many fractional
       bits (:mod:`jaxdfl.federation.secure`); the protocol's key and share messages are added to
       ``uplink_bits`` and logged as ``secagg_bits``.
@@ -124,9 +128,9 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
 
     def train(shared, mine):
         base, x, y, experts = shared
-        adapter, opt_state, index, n, key, view, flip, steps = mine
+        adapter, opt_state, index, n, key, view, flip, steps, correction = mine
         return local_train(adapter, opt_state, base, x, y, index, n, key,
-                           None if view is None else view._replace(experts=experts), flip, steps)
+                           None if view is None else view._replace(experts=experts), flip, steps, correction)
 
     train_all = over_devices(train, device_chunk)
     through_experts = method.experts is not None and method.experts.train_through
@@ -155,7 +159,9 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
             view, experts = jax.tree.map(pick, view._replace(experts=None)), view.experts
         mine = (*part, pick(data.index), pick(data.n), jax.random.split(k_train, k), view,
                 pick(data.byzantine) if label_classes else None,
-                None if inputs.steps is None else pick(inputs.steps))
+                None if inputs.steps is None else pick(inputs.steps),
+                None if not scaffold_lr else jax.tree.map(lambda ci, c: pick(c - ci), state.variates.client,
+                                                          state.variates.server))
         adapter, opt_state, loss = train_all((data.base, data.x, data.y, experts), mine)
         trained = adapter.params
         finite = finite_devices(loss, adapter)
@@ -273,9 +279,39 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
         if covariance:
             first = row(w, 0)
             metrics["covariance_fro"] = lora_covariance(trained, first if active is None else first[active])
-        return SimState(adapter, opt_state, controller_state, alive, server_state), metrics
+        variates = state.variates
+        if scaffold_lr:
+            variates, sent = _scaffold_variates(state.variates, part[0].params, trained, scaffold_lr, w, active,
+                                                local_steps if inputs.steps is None else pick(inputs.steps), real)
+            metrics["uplink_params"] += sent
+            metrics["uplink_bits"] += 32.0 * sent
+        return SimState(adapter, opt_state, controller_state, alive, server_state, variates), metrics
 
     return round_step
+
+
+def _scaffold_variates(variates: Variates, start, trained, lr: float, w, active, steps, real):
+    """SCAFFOLD's control variates after a round (option II) and the entries the delivering clients sent for
+    them. ``start``, ``trained`` are the training devices' params ``[K, ...]`` before and after local training,
+    ``steps`` their local steps; only clients the server heard (``w``) take their new c_i and count."""
+    m = jax.tree.leaves(variates.client)[0].shape[0]
+    pick = (lambda a: a) if active is None else (lambda a: a[active])
+    steps = jnp.asarray(steps, jnp.float32)
+
+    def updated(ci, c, x, y):
+        scale = 1.0 / (steps.reshape(-1, *[1] * (x.ndim - 1)) * lr)
+        return ci - c[None] + (x - y) * scale
+
+    new = jax.tree.map(updated, jax.tree.map(pick, variates.client), variates.server, start, trained)
+    if active is not None:
+        new = jax.tree.map(lambda full, sub: full.at[active].set(sub), variates.client, new)
+    delivered = heard(w) & (jnp.arange(m) < (m if real is None else real))
+    client = _where_devices(delivered, new, variates.client)
+    n = m if real is None else real
+    server = jax.tree.map(lambda c, new_ci, ci: c + jnp.sum(jnp.where(
+        delivered.reshape(-1, *[1] * c.ndim), new_ci - ci, 0.0), 0) / n, variates.server, new, variates.client)
+    per_client = sum(x[0].size for x in jax.tree.leaves(variates.client))
+    return Variates(client, server), delivered.sum() * float(per_client)
 
 
 def _where_devices(keep: jax.Array, new, old):

@@ -21,6 +21,7 @@ class SimState(NamedTuple):
         (``on_nonfinite: drop_device``); None for runs that never drop devices.
       server: the server optimizer's optax state over one copy of the global params (``server_optimizer``);
         ``()`` without one.
+      variates: SCAFFOLD's :class:`Variates` (``scaffold``); ``()`` without.
     """
 
     adapter: AdapterState
@@ -28,6 +29,15 @@ class SimState(NamedTuple):
     controller: Any = ()
     alive: jax.Array | None = None
     server: Any = ()
+    variates: Any = ()
+
+
+class Variates(NamedTuple):
+    """SCAFFOLD's control variates (Karimireddy et al. 2020): ``client`` c_i, leaves ``[devices, ...]`` like the
+    params, and the server's ``server`` c, one copy."""
+
+    client: Any
+    server: Any
 
 
 class RoundInputs(NamedTuple):
