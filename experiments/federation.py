@@ -4,6 +4,10 @@
   * byzantine: accuracy under sign-flipping devices (update reversed, ×4) at 0, 10 and 30% of the clients,
     for every aggregation rule;
   * server: FedAvg against FedAvgM, FedAdam, FedYogi, FedProx and SCAFFOLD;
+  * ranks: devices of three compute classes (LoRA ranks 2, 4, 8 in turn) aggregated by zero-padding (HetLoRA)
+    or stacking (FLoRA), against every device at rank 2 or at rank 8;
+  * stragglers: each device manages ⌈5u⌉ of its 5 local steps, u uniform in [1 − spread, 1]: partial work
+    used, or dropped at the deadline;
   * privacy: DP-FedAvg (10 of the 20 clients per round, updates clipped to 0.5) at noise multipliers 0 (clipping
     only) to 4, with the ε(10⁻⁵) the accountant gives after the run.
 
@@ -101,6 +105,44 @@ def server(out: Path, rounds, seeds) -> list[str]:
 
 
 NOISE = (0.0, 0.5, 1.0, 2.0, 4.0)
+RANKS = {"LoRA r=2": ["method.rank=2", "method.alpha=4.0"], "LoRA r=8": ["method.rank=8", "method.alpha=16.0"],
+         "HetLoRA 2/4/8": ["method.name=hetlora", "method.rank=8", "method.alpha=16.0", "method.ranks=[2,4,8]"],
+         "FLoRA 2/4/8": ["method.name=flora", "method.rank=8", "method.alpha=16.0", "method.ranks=[2,4,8]"]}
+SPREADS = (0.0, 0.5, 0.8)
+
+
+def ranks(out: Path, rounds, seeds) -> list[str]:
+    results = run_grid(CONFIG, {name.lower().replace(" ", "_").replace("/", "-").replace("=", ""): o
+                                for name, o in RANKS.items()}, out / "ranks", rounds, seeds)
+    lines = ["| devices' ranks | aggregation | trained entries per device | accuracy |", "|---|---|---:|---:|"]
+    rows = []
+    for name, res in zip(RANKS, results.values()):
+        s = res["summary"]
+        how = {"HetLoRA": "zero-padding", "FLoRA": "stacking"}.get(name.split()[0], "FedAvg")
+        lines.append(f"| {name} | {how} | {s['trainable_params']:.0f} | {pm(s)} |")
+        rows.append({"variant": name, "trainable": s["trainable_params"], "accuracy": s["final_accuracy"],
+                     "std": spread(s)})
+    write_rows_csv(out / "ranks.csv", rows)
+    return lines
+
+
+def stragglers(out: Path, rounds, seeds) -> list[str]:
+    grid = {"spread_0.0": []}
+    grid |= {f"{rule}_{sp}": [f"stragglers.spread={sp}", f"stragglers.rule={rule}"] for sp in SPREADS[1:]
+             for rule in ("partial", "drop")}
+    results = run_grid(CONFIG, grid, out / "stragglers", rounds, seeds)
+    lines = ["| spread | deadline rule | mean local steps done | lost late per round | accuracy |",
+             "|---:|---|---:|---:|---:|"]
+    rows = []
+    for name, res in results.items():
+        s = res["summary"]
+        rule, sp = ("–", 0.0) if name == "spread_0.0" else (name.split("_")[0], float(name.split("_")[1]))
+        steps = [m["local_steps_mean"] for m in res["metrics"] if "local_steps_mean" in m]
+        late = s.get("messages_total", {}).get("lost_late", 0.0) / s["rounds"]
+        lines.append(f"| {sp} | {rule} | {sum(steps) / len(steps) if steps else 5.0:.2f} | {late:.1f} | {pm(s)} |")
+        rows.append({"spread": sp, "rule": rule, "accuracy": s["final_accuracy"], "std": spread(s)})
+    write_rows_csv(out / "stragglers.csv", rows)
+    return lines
 
 
 def privacy(out: Path, rounds, seeds) -> list[str]:
@@ -139,7 +181,8 @@ def plot(curves: dict, path: Path) -> None:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=["availability", "byzantine", "server", "privacy", "all"], default="all")
+    parser.add_argument("--part", choices=["availability", "byzantine", "server", "privacy", "ranks", "stragglers",
+                                           "all"], default="all")
     parser.add_argument("--rounds", type=int, default=None, help="override the config's rounds")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default="results/federation")
@@ -156,6 +199,10 @@ def main():
         plot(curves, out / "byzantine.png")
     if args.part in ("server", "all"):
         sections += ["## Server optimizers", *server(out, args.rounds, args.seeds), ""]
+    if args.part in ("ranks", "all"):
+        sections += ["## Heterogeneous ranks", *ranks(out, args.rounds, args.seeds), ""]
+    if args.part in ("stragglers", "all"):
+        sections += ["## Stragglers", *stragglers(out, args.rounds, args.seeds), ""]
     if args.part in ("privacy", "all"):
         sections += ["## Differential privacy", *privacy(out, args.rounds, args.seeds), ""]
     (out / f"{args.part}.md").write_text("\n".join(sections))

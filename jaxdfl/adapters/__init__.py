@@ -14,6 +14,7 @@ import typing
 
 from jaxdfl.adapters.base import MethodConfig
 from jaxdfl.adapters.full import FullConfig, full
+from jaxdfl.adapters.hetero import HeteroLoraConfig, hetero_lora
 from jaxdfl.adapters.lora import LoraConfig, lora
 from jaxdfl.adapters.lora_fa import LoraFaConfig, lora_fa
 from jaxdfl.adapters.so_lora import LoriConfig, SoLoraConfig, so_lora
@@ -33,6 +34,7 @@ METHODS: dict[str, type[MethodConfig]] = _by_name(
     SparseLoraConfig,  # soft, tlora, rlora, slora, ilora
     SoLoraConfig,
     LoriConfig,
+    HeteroLoraConfig,  # hetlora, flora
 )
 
 
@@ -42,6 +44,7 @@ def make_method(method_cfg: MethodConfig, batch_size: int = 32) -> Method:
     return method_cfg.make(batch_size)
 
 
-__all__ = ["METHODS", "AdapterState", "ExpertMixture", "ExpertView", "FullConfig", "LoraConfig", "LoraFaConfig",
-           "LoriConfig", "Message", "Method", "MethodConfig", "Mixed", "RoundControl", "SoLoraConfig",
-           "SparseLoraConfig", "full", "lora", "lora_fa", "make_method", "num_params", "so_lora", "sparse_lora"]
+__all__ = ["AdapterState", "ExpertMixture", "ExpertView", "FullConfig", "HeteroLoraConfig", "LoraConfig",
+           "LoraFaConfig", "LoriConfig", "METHODS", "Message", "Method", "MethodConfig", "Mixed", "RoundControl",
+           "SoLoraConfig", "SparseLoraConfig", "full", "hetero_lora", "lora", "lora_fa", "make_method", "num_params",
+           "so_lora", "sparse_lora"]

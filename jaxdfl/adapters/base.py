@@ -34,6 +34,11 @@ class MethodConfig:
     # every device starts from the same adapter draw (FedAvg-style); null = the method's default
     shared_init: bool | None = None
 
+    def per_device(self, num_devices: int):
+        """Per-device settings ``[devices, ...]`` that ``init`` receives as ``stats`` when the method has no
+        ``calibrate`` (heterogeneous LoRA: each device's rank), or None."""
+        return None
+
     @property
     def per_device_init(self) -> bool:
         """Whether each device draws its own adapter init."""

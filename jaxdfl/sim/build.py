@@ -275,7 +275,9 @@ def build_simulation(cfg: Config, status: Callable[[str], None] = lambda message
     state_sharding = SimState(on_devices, on_devices, everywhere,
                               on_devices if cfg.on_nonfinite == "drop_device" else None, everywhere, everywhere)
 
-    stats = None
+    stats = method_cfg.per_device(m)  # per-device settings (heterogeneous ranks), or None
+    if stats is not None:
+        stats = jax.device_put(stats, on_devices)
     if method.calibrate is not None:  # what the method reads of the base on each device's data, once
         def calibrate(base, x, index, n):
             return method.calibrate(objective.forward, base, layers, x[index], n)
