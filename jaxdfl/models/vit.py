@@ -135,6 +135,11 @@ _BLOCK_NORMS = {
 }
 
 
+def hf_linear(kind: str, block: int) -> str:
+    """The module path of our linear map ``block{block}_{kind}`` in transformers' ``ViTForImageClassification``."""
+    return _BLOCK_LINEARS[kind][0].format(i=block)
+
+
 def params_from_hf(tensors: Mapping[str, np.ndarray], spec: ViTSpec) -> dict:
     """Our weights from a flat HF ``ViTForImageClassification`` state dict (torch ``[out, in]`` linears are
     transposed to ``[in, out]``; the patch conv ``[hidden, C, p, p]`` becomes ``[C·p·p, hidden]``). Raises
