@@ -231,6 +231,8 @@ class Config:
         if self.privacy.mechanism == "central":
             require(self.topology.name == "server", "privacy.mechanism",
                     "'central' noises a server's aggregate: it needs topology.name=server ('local' works anywhere)")
+            require(self.privacy.sampling == "fixed" or self.topology.clients_per_round == 0,
+                    "privacy.sampling", "'poisson' draws the clients itself: leave topology.clients_per_round at 0")
             require(self.aggregation.rule == "mean", "privacy.mechanism",
                     f"'central' is its own clipped, noised aggregate; aggregation.rule={self.aggregation.rule!r} "
                     "would replace it (use aggregation.rule: mean)")

@@ -95,3 +95,40 @@ def test_a_private_run_logs_its_budget_every_round(tmp_path):
     eps = [json.loads(line)["epsilon"] for line in lines]
     assert eps == [epsilon_after(cfg, 6, 3, 1), epsilon_after(cfg, 6, 3, 2)]
     assert summary["epsilon"] == eps[-1] and summary["delta"] == 1e-5 and np.isfinite(summary["final_accuracy"])
+
+
+def test_poisson_sampling_is_accounted_as_dp_accounting_does():
+    from dp_accounting import PoissonSampledDpEvent
+
+    cfg = PrivacyConfig(mechanism="central", sampling="poisson", sample_rate=0.05, noise_multiplier=1.1)
+    for rounds in (1, 30):
+        accountant = RdpAccountant()  # add or remove one client
+        accountant.compose(PoissonSampledDpEvent(0.05, GaussianDpEvent(1.1)), rounds)
+        assert epsilon_after(cfg, 200, 0, rounds) == pytest.approx(accountant.get_epsilon(1e-5), rel=1e-12)
+
+
+def test_poisson_rounds_divide_by_the_expected_count():
+    """McMahan et al.'s fixed denominator: the clients heard each count 1/(qN), however many came."""
+    message = _message(scale=3.0)
+    w = graphs.server_average(np.ones(M), np.array([1, 4]))  # two clients drew themselves this round
+    fixed = 1.0 / (0.4 * M)
+    updates = np.stack([_flat(message.values, j) for j in range(M)])
+    clipped = updates * np.minimum(1.0, 1.5 / np.linalg.norm(updates, axis=1, keepdims=True))
+    out = central_dp_mix(jnp.asarray(w), message, None, 1.5, 0.0, jax.random.key(0), fixed_weight=fixed)
+    np.testing.assert_allclose(_flat(out.values, 0), fixed * (clipped[1] + clipped[4]), rtol=1e-5, atol=1e-6)
+    noisy = central_dp_mix(jnp.asarray(w), message, None, 1.5, 2.0, jax.random.key(0), fixed_weight=fixed)
+    assert abs((_flat(noisy.values, 0) - _flat(out.values, 0)).std() / (2.0 * 1.5 * fixed) - 1) < 0.05
+
+
+def test_a_poisson_run_plans_the_clients_it_draws(tmp_path):
+    from jaxdfl.federation import poisson_plan
+
+    overrides = ["rounds=3", "num_devices=10", "local_steps=1", "batch_size=8", "eval_every=3", "topology.name=server",
+                 "privacy.mechanism=central", "privacy.sampling=poisson", "privacy.sample_rate=0.3"]
+    summary, _ = jaxdfl.run(None, overrides, out=tmp_path / "run", progress=False)
+    cfg = jaxdfl.load_config(None, overrides)
+    drawn = poisson_plan(cfg.privacy, 10, 0, None)
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["messages_planned"] for r in lines] == [int(drawn(r).sum()) for r in range(3)]
+    assert all(r["messages_lost_unavailable"] == 0 for r in lines)
+    assert [r["epsilon"] for r in lines] == [epsilon_after(cfg.privacy, 10, 0, r) for r in (1, 2, 3)]

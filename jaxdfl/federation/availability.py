@@ -46,6 +46,22 @@ def availability_plan(avail_cfg, num_devices: int, seed: int) -> Callable[[int],
     return lambda round_: np.random.default_rng([seed, 5, round_]).random(num_devices) < rates
 
 
+def poisson_plan(privacy_cfg, num_devices: int, seed: int, online: Callable[[int], np.ndarray] | None
+                 ) -> Callable[[int], np.ndarray] | None:
+    """``drawn(round) -> [M]`` bool, the clients of DP's Poisson sampling (each with probability
+    ``privacy.sample_rate``, keyed by ``[seed, 8, round]``; only online ones when ``online`` is given), or None
+    without it."""
+    if privacy_cfg.mechanism == "none" or privacy_cfg.sampling != "poisson":
+        return None
+    q = privacy_cfg.sample_rate
+
+    def drawn(round_: int) -> np.ndarray:
+        chosen = np.random.default_rng([seed, 8, round_]).random(num_devices) < q
+        return chosen if online is None else chosen & online(round_)
+
+    return drawn
+
+
 def steps_plan(straggler_cfg, num_devices: int, local_steps: int, seed: int
                ) -> Callable[[int], np.ndarray] | None:
     """``steps(round) -> [M]`` int32, each device's local steps that round (stragglers), or None when every

@@ -156,6 +156,10 @@ class PrivacyConfig:
     sampling and logged every round (docs/methods.md)."""
 
     mechanism: Literal["none", "central", "local"] = "none"
+    # fixed: the server's K of N without replacement (topology.clients_per_round); poisson: every client
+    # independently with probability sample_rate, averaged over the expected count (fixed denominator)
+    sampling: Literal["fixed", "poisson"] = "fixed"
+    sample_rate: float = 0.0
     clip_norm: float = 1.0
     noise_multiplier: float = 1.0
     delta: float = 1e-5
@@ -164,3 +168,5 @@ class PrivacyConfig:
         require(self.clip_norm > 0, "clip_norm", f"must be > 0, got {self.clip_norm}")
         require(self.noise_multiplier >= 0, "noise_multiplier", f"must be >= 0, got {self.noise_multiplier}")
         require(0 < self.delta < 1, "delta", f"must be in (0, 1), got {self.delta}")
+        require(self.sampling == "fixed" or 0 < self.sample_rate <= 1, "sample_rate",
+                f"sampling: poisson needs a sample_rate in (0, 1], got {self.sample_rate}")

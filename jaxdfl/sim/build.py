@@ -17,7 +17,7 @@ from jaxdfl.control.server import ServerController, build_controller, initial_qu
 from jaxdfl.core import Method, RoundControl, has_lora_factors, layer_density, num_params, trained_params
 from jaxdfl.errors import ConfigError, warn
 from jaxdfl.federation import (availability_plan, byzantine_devices, make_poison, make_rule, make_server_optimizer,
-                               steps_plan)
+                               poisson_plan, steps_plan)
 from jaxdfl.models import Model, adapted_layers, bundled_weights_path, from_pretrained, load_weights, tiny_vit
 from jaxdfl.models.loading import BUNDLED_TINY_VIT
 from jaxdfl.models.model import tiny_vit_model
@@ -209,6 +209,7 @@ def federation_settings(cfg: Config, method: Method, adapter, data: data_lib.Fed
     deltas = type(cfg.method).sends_deltas
     private = cfg.privacy.mechanism != "none"
     dp = (cfg.privacy.clip_norm, cfg.privacy.noise_multiplier)
+    poisson = cfg.privacy.sampling == "poisson"
     if (rule is not None or poison is not None or private) and not deltas:
         def sent(adapter):
             keys = jax.random.split(jax.random.key(0), jax.tree.leaves(adapter)[0].shape[0])
@@ -235,7 +236,9 @@ def federation_settings(cfg: Config, method: Method, adapter, data: data_lib.Fed
     classes = int(data.pool_y.max()) + 1 if cfg.attack.kind == "label_flip" else 0
     return {"rule": rule, "centre_at_start": not deltas, "poison": poison, "label_classes": classes,
             "server_optimizer": make_server_optimizer(cfg.server_optimizer),
-            "prox_mu": cfg.optimizer.prox_mu, "dp_central": dp if cfg.privacy.mechanism == "central" else None,
+            "prox_mu": cfg.optimizer.prox_mu,
+            "dp_central": (*dp, 1.0 / (cfg.privacy.sample_rate * cfg.num_devices) if poisson else 0.0)
+            if cfg.privacy.mechanism == "central" else None,
             "dp_local": dp if cfg.privacy.mechanism == "local" else None,
             "secure_bits": cfg.secure_aggregation.frac_bits if cfg.secure_aggregation.enabled else 0,
             "drop_late": cfg.stragglers.rule == "drop",
@@ -322,7 +325,10 @@ def build_simulation(cfg: Config, status: Callable[[str], None] = lambda message
     if cfg.topology.name == "clusters":  # densities and message sizes are known at init, before training
         labels = cluster_labels(cfg, method, init_fn(jax.random.key(cfg.seed)).adapter, positions(0))
     online = availability_plan(cfg.availability, cfg.num_devices, cfg.seed)
-    topology = build_topology(cfg.topology, cfg.num_devices, data.n, cfg.seed, data.task_of_device, labels, online)
+    poisson = poisson_plan(cfg.privacy, cfg.num_devices, cfg.seed, online)
+    topology = build_topology(cfg.topology, cfg.num_devices, data.n, cfg.seed, data.task_of_device, labels, online,
+                              poisson)
+    online = poisson or online  # a client not drawn trains and sends nothing, like one offline
 
     sparse = sparse_mixing(cfg, topology, method, channel)
     server = cfg.topology.name == "server"

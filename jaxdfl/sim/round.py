@@ -56,7 +56,7 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
                     mesh=None, real: int | None = None, server: bool = False, rule: Callable | None = None,
                     centre_at_start: bool = False, poison: Callable | None = None,
                     label_classes: int = 0, server_optimizer=None, prox_mu: float = 0.0,
-                    dp_central: tuple[float, float] | None = None,
+                    dp_central: tuple[float, float, float] | None = None,
                     dp_local: tuple[float, float] | None = None, secure_bits: int = 0,
                     drop_late: bool = False, scaffold_lr: float = 0.0) -> Callable:
     """``round_step(state, data: DeviceData, inputs: RoundInputs) -> (state, metrics)`` for all devices.
@@ -95,8 +95,9 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
       (:func:`jaxdfl.federation.make_poison`), ``label_classes`` > 0 makes them train on flipped labels.
     * ``server_optimizer``: optax on the pseudo-gradient global − average (FedAvgM, FedAdam, FedYogi), its
       state in ``state.server``; ``prox_mu``: FedProx's proximal term in local training.
-    * ``dp_central`` ``(clip_norm, noise_multiplier)``: DP-FedAvg's clipped, noised aggregate replaces the
-      server's average; ``dp_local``: every sending device clips its update and adds noise itself
+    * ``dp_central`` ``(clip_norm, noise_multiplier, fixed_weight)``: DP-FedAvg's clipped, noised aggregate
+      replaces the server's average (``fixed_weight`` > 0: Poisson sampling's 1/(qN) per client);
+      ``dp_local``: every sending device clips its update and adds noise itself
       (:mod:`jaxdfl.federation.privacy`).
     * ``scaffold_lr`` > 0 (the local learning rate η): SCAFFOLD (Karimireddy et al. 2020, option II). Local
       steps follow ``g − c_i + c``; a client that delivers sets ``c_i ← c_i − c + (x − y_i)/(K_i η)`` (K_i its
@@ -230,8 +231,9 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
             mixed, extra = secure_mix(planned, w, message, jax.random.fold_in(k_encode, 4), secure_bits)
             metrics |= extra
         elif dp_central is not None:
-            mixed = central_dp_mix(w, message, state.adapter.params if centre_at_start else None, *dp_central,
-                                   jax.random.fold_in(k_encode, 3))
+            clip_norm, noise_multiplier, fixed_weight = dp_central
+            mixed = central_dp_mix(w, message, state.adapter.params if centre_at_start else None, clip_norm,
+                                   noise_multiplier, jax.random.fold_in(k_encode, 3), fixed_weight)
         elif rule is None:
             mixed = mix(w, message, shifts, mesh)
         else:

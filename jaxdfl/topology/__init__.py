@@ -50,10 +50,12 @@ class Topology(NamedTuple):
 
 def build_topology(topo_cfg, num_devices: int, data_sizes: np.ndarray, seed: int,
                    task_of_device: np.ndarray | None = None, labels: np.ndarray | None = None,
-                   online: Callable[[int], np.ndarray] | None = None) -> Topology:
+                   online: Callable[[int], np.ndarray] | None = None,
+                   poisson: Callable[[int], np.ndarray] | None = None) -> Topology:
     """The topology named by ``topology.name`` (``clusters`` needs the cluster ``labels``, see
     :func:`agnes_clusters`). ``online(round) -> [M]`` bool (availability): a server samples its clients
-    among the devices online, anew every round.
+    among the devices online, anew every round. ``poisson(round) -> [M]`` bool: a server's clients are these
+    (each drawn independently; DP-FedAvg's Poisson sampling), a round without one plans no upload.
 
     Random draws (graph edges, sampled clients) are redrawn every ``resample_every`` rounds (0 = once), each
     from its own seeded generator, so round r's W does not depend on how the run got there (resume-safe).
@@ -123,6 +125,10 @@ def build_topology(topo_cfg, num_devices: int, data_sizes: np.ndarray, seed: int
                 lambda r: sample_online(np.random.default_rng([seed, 2, r]), online(r), k))
         unbiased = topo_cfg.server_weights == "unbiased"
         mixing = lambda r: graphs.server_average(p, sample(r), unbiased)  # noqa: E731
+        if poisson is not None:
+            def mixing(r):
+                drawn = np.flatnonzero(poisson(r))
+                return graphs.server_average(p, drawn, unbiased) if len(drawn) else np.eye(m, dtype=np.float32)
         if k == m:
             return Topology(name, mixing)
         return Topology(name, mixing, sample, k)
