@@ -23,6 +23,7 @@ import numpy as np
 
 from jaxdfl.errors import ConfigError
 from jaxdfl.models.decoder import DecoderSpec
+from jaxdfl.models.registry import KNOWN
 from jaxdfl.models.vit import hf_linear
 
 PEFT_PREFIX = "base_model.model."
@@ -114,4 +115,5 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, device: int =
     updates = layer_updates(lambda name, x: sim.method.delta(one, name, x), sim.layers)
     target = Path(out) if out is not None else run_dir / f"peft_device{device}"
     status(f"jaxdfl: writing device {device}'s adapter after round {done} to {target}…")
-    return write_peft(updates, sim.model.spec, target, cfg.model.checkpoint)
+    known = KNOWN.get(cfg.model.checkpoint)  # a packaged model: name its Hub original as the base
+    return write_peft(updates, sim.model.spec, target, known.hub_id if known else cfg.model.checkpoint)

