@@ -3,7 +3,8 @@
   * availability: accuracy as fewer clients are online per round (FedAvg);
   * byzantine: accuracy under sign-flipping devices (update reversed, ×4) at 0, 10 and 30% of the clients,
     for every aggregation rule;
-  * server: FedAvg against FedAvgM, FedAdam, FedYogi, FedProx and SCAFFOLD;
+  * server: FedAvg against FedAvgM, FedAdam and FedYogi (three server learning rates each), FedProx and
+    SCAFFOLD;
   * ranks: devices of three compute classes (LoRA ranks 2, 4, 8 in turn) aggregated by zero-padding (HetLoRA)
     or stacking (FLoRA), against every device at rank 2 or at rank 8;
   * stragglers: each device manages ⌈5u⌉ of its 5 local steps, u uniform in [1 − spread, 1]: partial work
@@ -37,8 +38,16 @@ RULES = {"mean": [], "median": [], "trimmed_mean": ["aggregation.trim=0.3"],
 SERVERS = {"FedAvg": [],
            "FedAvgM": ["server_optimizer.name=fedavgm", "server_optimizer.learning_rate=1.0",
                        "server_optimizer.momentum=0.9"],
+           "FedAvgM_0.3": ["server_optimizer.name=fedavgm", "server_optimizer.learning_rate=0.3",
+                           "server_optimizer.momentum=0.9"],
+           "FedAvgM_0.1": ["server_optimizer.name=fedavgm", "server_optimizer.learning_rate=0.1",
+                           "server_optimizer.momentum=0.9"],
            "FedAdam": ["server_optimizer.name=fedadam", "server_optimizer.learning_rate=0.01"],
+           "FedAdam_0.003": ["server_optimizer.name=fedadam", "server_optimizer.learning_rate=0.003"],
+           "FedAdam_0.001": ["server_optimizer.name=fedadam", "server_optimizer.learning_rate=0.001"],
            "FedYogi": ["server_optimizer.name=fedyogi", "server_optimizer.learning_rate=0.01"],
+           "FedYogi_0.003": ["server_optimizer.name=fedyogi", "server_optimizer.learning_rate=0.003"],
+           "FedYogi_0.001": ["server_optimizer.name=fedyogi", "server_optimizer.learning_rate=0.001"],
            "FedProx": ["optimizer.prox_mu=0.1"],
            "SCAFFOLD": ["scaffold.enabled=true"]}
 
@@ -92,13 +101,14 @@ def byzantine(out: Path, rounds, seeds) -> tuple[list[str], dict]:
 def server(out: Path, rounds, seeds) -> list[str]:
     results = run_grid(CONFIG, {name.lower(): overrides for name, overrides in SERVERS.items()}, out / "server",
                        rounds, seeds)
-    lines = ["| server | accuracy | accuracy at round 10 |", "|---|---:|---:|"]
+    lines = ["| algorithm | server learning rate | accuracy | accuracy at round 10 |", "|---|---:|---:|---:|"]
     rows = []
-    for name in SERVERS:
+    for name, overrides in SERVERS.items():
         res = results[name.lower()]
         s = res["summary"]
         mid = next((m["accuracy"] for m in res["metrics"] if m["round"] == 10 and "accuracy" in m), float("nan"))
-        lines.append(f"| {name} | {pm(s)} | {mid:.3f} |")
+        lr = next((o.split("=")[1] for o in overrides if o.startswith("server_optimizer.learning_rate")), "–")
+        lines.append(f"| {name.split('_')[0]} | {lr} | {pm(s)} | {mid:.3f} |")
         rows.append({"server": name, "accuracy": s["final_accuracy"], "std": spread(s),
                      "accuracy_round_10": mid})
     write_rows_csv(out / "server.csv", rows)
