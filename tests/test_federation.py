@@ -238,3 +238,26 @@ def test_scaffold_variates_after_a_round(data):
     np.testing.assert_allclose(new.variates.client["lin"], c_i, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(new.variates.server["lin"], c_i.sum(0) / M, rtol=1e-5, atol=1e-7)
     assert float(metrics["uplink_params"][0] - plain_metrics["uplink_params"][0]) == len(sampled) * toy.C
+
+
+def test_fedavgm_steps_with_momentum_on_the_pseudo_gradient():
+    """Two rounds at rate η and momentum β: the first step is η g1, the second η (g2 + β g1), with
+    g = global − average and each round's average from clients that trained from that round's global."""
+    eta, beta = 0.5, 0.9
+    opt = make_server_optimizer(ServerOptimizerConfig(name="fedavgm", learning_rate=eta, momentum=beta))
+    data = toy.device_data(M)
+    method = toy.bias_method()
+    step = toy.round_step(method, optax.sgd(0.5), server=True, server_optimizer=opt)
+    plain = toy.round_step(method, optax.sgd(0.5), server=True)
+    state = toy.init_states(method, optax.sgd(0.5), M)
+    state = state._replace(server=opt.init(one(state.adapter.params, 0)))
+    x0 = np.asarray(state.adapter.params["lin"][0])
+    after_one, _ = run_rounds(step, state, data, inputs([SERVER]))
+    g1 = x0 - np.asarray(run_rounds(plain, state, data, inputs([SERVER]))[0].adapter.params["lin"][0])
+    x1 = np.asarray(after_one.adapter.params["lin"][0])
+    np.testing.assert_allclose(x1, x0 - eta * g1, rtol=1e-5, atol=1e-7)
+    after_two, _ = run_rounds(step, after_one, data, inputs([SERVER], first=1))
+    averaged = run_rounds(plain, after_one._replace(server=()), data, inputs([SERVER], first=1))[0]
+    g2 = x1 - np.asarray(averaged.adapter.params["lin"][0])
+    np.testing.assert_allclose(after_two.adapter.params["lin"][0], x1 - eta * (g2 + beta * g1), rtol=1e-5,
+                               atol=1e-7)
