@@ -34,8 +34,8 @@ def poisoned(monkeypatch):
 
     real = build_module.DeviceData
 
-    def poisoned_data(base, x, y, index, n):  # x is the pool: poison the rows device 2 holds
-        return real(base, x.at[index[2, :int(n[2])]].set(jnp.nan), y, index, n)
+    def poisoned_data(base, x, y, index, n, *rest):  # x is the pool: poison the rows device 2 holds
+        return real(base, x.at[index[2, :int(n[2])]].set(jnp.nan), y, index, n, *rest)
 
     monkeypatch.setattr(build_module, "DeviceData", poisoned_data)
 
