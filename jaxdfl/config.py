@@ -241,6 +241,19 @@ class Config:
                     and self.privacy.mechanism != "central", "secure_aggregation.enabled",
                     "the server sees only the masked sum: it needs topology.name=server, aggregation.rule: mean and "
                     "no privacy.mechanism: central (which clips each update at the server; use 'local')")
+        if self.stragglers.rule == "buffered":
+            require(self.topology.name == "server", "stragglers.rule",
+                    "'buffered' (FedBuff) buffers updates at a server: it needs topology.name=server")
+            others = {"topology.clients_per_round": self.topology.clients_per_round not in (0, self.num_devices),
+                      "availability": not self.availability.always, "aggregation.rule": self.aggregation.rule != "mean",
+                      "privacy.mechanism": self.privacy.mechanism != "none", "scaffold.enabled": self.scaffold.enabled,
+                      "secure_aggregation.enabled": self.secure_aggregation.enabled,
+                      "control.name": self.control.name != "none"}
+            clash = [key for key, on in others.items() if on]
+            require(not clash, "stragglers.rule",
+                    f"'buffered' decides itself which clients upload each round (those whose job ends) and "
+                    f"aggregates their updates by staleness; it does not combine with {', '.join(clash)} (leave "
+                    "them at their defaults)")
         if self.attack.kind == "label_flip":
             require(not self.data.is_text, "attack.kind",
                     "'label_flip' reverses class labels of an image task; text tasks have no class order")

@@ -261,3 +261,64 @@ def test_fedavgm_steps_with_momentum_on_the_pseudo_gradient():
     g2 = x1 - np.asarray(averaged.adapter.params["lin"][0])
     np.testing.assert_allclose(after_two.adapter.params["lin"][0], x1 - eta * (g2 + beta * g1), rtol=1e-5,
                                atol=1e-7)
+
+
+def buffered_run(data, steps_per_round, size, exponent=0.5):
+    """FedBuff on the SERVER toy: ``(start state, (state, metrics))`` after one round per entry of
+    ``steps_per_round`` (each device's local steps that round, of 2)."""
+    from jaxdfl.federation.buffered import initial_buffer
+
+    method, opt = toy.bias_method(), optax.adam(0.1)
+    state = toy.init_states(method, opt, M)
+    state = state._replace(buffer=initial_buffer(one(state.adapter.params, 0), M))
+    step = toy.round_step(method, opt, server=True, centre_at_start=True, buffer=(size, exponent))
+    planned = inputs([SERVER] * len(steps_per_round))
+    if steps_per_round[0] is not None:
+        planned = planned._replace(steps=jnp.asarray(np.stack(steps_per_round), jnp.int32))
+    return state, jax.jit(lambda s, i: run_rounds(step, s, data, i))(state, planned)
+
+
+def test_buffered_aggregation_with_one_round_jobs_is_fedavg(data):
+    _, (fedavg, _) = run(data, [SERVER, SERVER], server=True)
+    _, (buffered, metrics) = buffered_run(data, [None, None], size=M)
+    chex.assert_trees_all_close(buffered.buffer.global_params, one(fedavg.adapter.params, 0), rtol=1e-5)
+    chex.assert_trees_all_close(buffered.adapter.params, fedavg.adapter.params, rtol=1e-5)
+    np.testing.assert_array_equal(metrics["server_steps"], [1, 2])
+    np.testing.assert_array_equal(metrics["staleness_mean"], [0, 0])
+
+
+def test_buffered_aggregation_by_hand(data):
+    """Devices 1 and 4 do 1 of 2 steps a round, so their jobs take two rounds. Round 1: the other four arrive,
+    fill the buffer of 4, and the server steps to g1 = mean of their updates; 1 and 4 keep g0. Round 2: all six
+    arrive, 1 and 4 with τ = 1 (their update from g0, weighted 2^-1/2), the rest from g1."""
+    slow = np.array([False, True, False, False, True, False])
+    steps = np.where(slow, 1, 2).astype(np.int32)
+    start, (state, metrics) = buffered_run(data, [steps, steps], size=4)
+    method, opt = toy.bias_method(), optax.adam(0.1)
+    alone = toy.round_step(method, opt)  # every device trains by itself: W = I
+    first = run_rounds(alone, start, data, inputs([np.eye(M)]))[0]
+    y1 = np.asarray(first.adapter.params["lin"])
+    g1 = y1[~slow].mean(0)
+    adapter, opt_state = jax.tree.map(  # the fast devices after round 1, the slow ones as they started
+        lambda new, old: jnp.where(jnp.asarray(~slow).reshape(-1, *[1] * (new.ndim - 1)), new, old),
+        (first.adapter, first.opt_state), (start.adapter, start.opt_state))
+    mid = toy.init_states(method, opt, M)._replace(
+        adapter=adapter._replace(params={"lin": jnp.where(slow[:, None], 0.0, g1)}), opt_state=opt_state)
+    y2 = np.asarray(run_rounds(alone, mid, data, inputs([np.eye(M)], first=1))[0].adapter.params["lin"])
+    delta = np.where(slow[:, None], 2 ** -0.5 * (y2 - 0.0), y2 - g1)
+    g2 = g1 + delta.sum(0) / M  # weights 1/6 each, summing to 1 over the six arrivals
+    np.testing.assert_allclose(state.buffer.global_params["lin"], g2, rtol=1e-5)
+    np.testing.assert_allclose(state.adapter.params["lin"], np.broadcast_to(g2, (M, toy.C)), rtol=1e-5)
+    np.testing.assert_array_equal(metrics["messages_planned"], [4, 6])
+    np.testing.assert_array_equal(metrics["messages_delivered"], [4, 6])
+    np.testing.assert_array_equal(metrics["in_flight"], [2, 0])
+    np.testing.assert_array_equal(metrics["server_steps"], [1, 2])
+    np.testing.assert_allclose(metrics["staleness_mean"], [0, 2 / 6])
+
+
+def test_a_buffer_not_full_holds_the_global_model(data):
+    slow = np.array([False, True, False, False, True, False])
+    start, (state, metrics) = buffered_run(data, [np.where(slow, 1, 2).astype(np.int32)], size=5)
+    chex.assert_trees_all_close(state.buffer.global_params, one(start.adapter.params, 0))
+    assert int(metrics["server_steps"][0]) == 0 and int(metrics["buffer_updates"][0]) == 4
+    assert int(state.buffer.count) == 4 and float(state.buffer.weight) == pytest.approx(4 / 6)

@@ -59,6 +59,10 @@ def test_a_server_samples_online_clients_first():
     (["secure_aggregation.enabled=true"], "needs topology.name=server"),
     (["scaffold.enabled=true"], "needs topology.name=server"),
     (["secure_aggregation.enabled=true", "topology.name=server", "aggregation.rule=krum"], "aggregation.rule: mean"),
+    (["stragglers.rule=buffered"], "needs topology.name=server"),
+    (["stragglers.rule=buffered", "topology.name=server", "topology.clients_per_round=2"],
+     "does not combine with topology.clients_per_round"),
+    (["stragglers.buffer_size=0"], "buffer_size"),
 ])
 def test_config_errors_name_the_key(overrides, match):
     with pytest.raises(ConfigError, match=match):
@@ -89,3 +93,18 @@ def test_a_run_with_every_section_on(tmp_path):
             total["lost_dropped"] + total["lost_outage"]
         assert len(replica["byzantine_devices"]) == 2 and 0 < replica["online_share"] <= 1
     assert summary["replicas"][0]["byzantine_devices"] != summary["replicas"][1]["byzantine_devices"]
+
+
+def test_a_buffered_run_accounts_for_every_arrival(tmp_path):
+    """FedBuff with two seeds in one program: uploads are the arrivals (planned = delivered), slow jobs make
+    the server wait and updates stale, and the summary reports both."""
+    overrides = ["rounds=4", "num_devices=8", "local_steps=2", "batch_size=8", "eval_every=4", "replicas=2",
+                 "topology.name=server", "stragglers.spread=0.8", "stragglers.rule=buffered",
+                 "stragglers.buffer_size=4", "server_optimizer.name=fedavgm"]
+    summary, _ = jaxdfl.run(None, overrides, out=tmp_path / "run", progress=False)
+    assert summary["status"] == "finished" and np.isfinite(summary["final_accuracy"])
+    assert summary["final_accuracy"] != summary["initial_accuracy"]  # the global model moved
+    for replica in summary["replicas"]:
+        total = replica["messages_total"]
+        assert total["planned"] == total["delivered"] and 0 < total["delivered"] < 4 * 8  # someone was slow
+        assert 1 <= replica["server_steps"] <= 4 and replica["staleness_mean"] > 0

@@ -42,13 +42,22 @@ class StragglerConfig:
     """Devices of unequal speed: each round device i can do ``ceil(E · u_i)`` of the E local steps, u_i drawn
     uniform in ``[1 − spread, 1]`` every round (at least one step). ``partial``: what a device did by the
     deadline is used (a straggler sends fewer steps' worth); ``drop``: FedAvg's deadline, a device that did not
-    finish its E steps is dropped for the round (counted in ``messages_lost_late``)."""
+    finish its E steps is dropped for the round (counted in ``messages_lost_late``); ``buffered``: FedBuff
+    (Nguyen et al. 2022; needs a server), no deadline: a device does all E steps from the global model it
+    downloaded, taking ``ceil(E / ceil(E · u_i))`` rounds at the pace drawn when it starts, and its update
+    arrives that much later; the server adds arriving updates, each down-weighted by ``(1 + τ)^−a``
+    (``staleness_exponent`` a, τ the server steps since its sender downloaded) to a buffer and steps the global
+    model once the buffer holds ``buffer_size`` updates (:mod:`jaxdfl.federation.buffered`)."""
 
     spread: float = 0.0
-    rule: Literal["partial", "drop"] = "partial"
+    rule: Literal["partial", "drop", "buffered"] = "partial"
+    buffer_size: int = 10  # buffered: updates the server waits for before it steps (FedBuff's K)
+    staleness_exponent: float = 0.5  # buffered: a in (1 + τ)^−a (0: stale updates count in full)
 
     def __post_init__(self):
         require(0 <= self.spread < 1, "spread", f"must be in [0, 1), got {self.spread}")
+        require(self.buffer_size >= 1, "buffer_size", f"must be >= 1, got {self.buffer_size}")
+        require(self.staleness_exponent >= 0, "staleness_exponent", f"must be >= 0, got {self.staleness_exponent}")
 
 
 @dataclass(frozen=True)

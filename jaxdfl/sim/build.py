@@ -16,6 +16,7 @@ from jaxdfl import data as data_lib
 from jaxdfl.control.server import ServerController, build_controller, initial_queue
 from jaxdfl.core import Method, RoundControl, has_lora_factors, layer_density, num_params, trained_params
 from jaxdfl.errors import ConfigError, warn
+from jaxdfl.federation.buffered import buffer_sharding, initial_buffer, with_global
 from jaxdfl.federation import (availability_plan, byzantine_devices, make_poison, make_rule, make_server_optimizer,
                                poisson_plan, steps_plan)
 from jaxdfl.models import Model, adapted_layers, bundled_weights_path, from_pretrained, load_weights, tiny_vit
@@ -210,7 +211,8 @@ def federation_settings(cfg: Config, method: Method, adapter, data: data_lib.Fed
     private = cfg.privacy.mechanism != "none"
     dp = (cfg.privacy.clip_norm, cfg.privacy.noise_multiplier)
     poisson = cfg.privacy.sampling == "poisson"
-    if (rule is not None or poison is not None or private) and not deltas:
+    buffered = cfg.stragglers.rule == "buffered"
+    if (rule is not None or poison is not None or private or buffered) and not deltas:
         def sent(adapter):
             keys = jax.random.split(jax.random.key(0), jax.tree.leaves(adapter)[0].shape[0])
             encode = jax.vmap(method.encode, in_axes=(0, 0, 0, None))
@@ -221,18 +223,21 @@ def federation_settings(cfg: Config, method: Method, adapter, data: data_lib.Fed
         if cfg.privacy.mechanism == "central" and mask is not None:
             raise ConfigError(f"privacy.mechanism: 'central' clips whole updates; method.name={cfg.method.name!r} "
                               "sends masked messages (use 'local')")
-    if cfg.secure_aggregation.enabled and jax.eval_shape(
-            lambda a: method.encode(jax.tree.map(lambda x: x[0], a), jax.tree.map(lambda x: x[0], a.params),
-                                    jax.random.key(0), RoundControl())[0].mask, adapter) is not None:
-        raise ConfigError(f"secure_aggregation.enabled: method.name={cfg.method.name!r} sends masked messages, which "
-                          "the server must see to normalise; secure aggregation needs dense messages")
         same = jax.tree.structure(values) == jax.tree.structure(adapter.params) and all(
             a.shape == b.shape for a, b in zip(jax.tree.leaves(values), jax.tree.leaves(adapter.params)))
         if not same:
-            what = "privacy.mechanism" if private else "aggregation.rule" if rule is not None else "attack.kind"
+            what = ("privacy.mechanism" if private else "aggregation.rule" if rule is not None else
+                    "stragglers.rule" if buffered else "attack.kind")
             raise ConfigError(f"{what}: method.name={cfg.method.name!r} sends neither its params nor a delta, so "
                               "its updates cannot be measured; use aggregation.rule: mean and no model-poisoning "
                               "attack with it")
+    dense = [key for key, on in (("secure_aggregation.enabled", cfg.secure_aggregation.enabled),
+                                 ("stragglers.rule", buffered)) if on]
+    if dense and jax.eval_shape(lambda a: method.encode(
+            jax.tree.map(lambda x: x[0], a), jax.tree.map(lambda x: x[0], a.params), jax.random.key(0),
+            RoundControl())[0].mask, adapter) is not None:
+        raise ConfigError(f"{dense[0]}: method.name={cfg.method.name!r} sends masked messages; secure aggregation "
+                          "(the server must see the masks to normalise) and buffered updates need dense ones")
     classes = int(data.pool_y.max()) + 1 if cfg.attack.kind == "label_flip" else 0
     return {"rule": rule, "centre_at_start": not deltas, "poison": poison, "label_classes": classes,
             "server_optimizer": make_server_optimizer(cfg.server_optimizer),
@@ -242,7 +247,8 @@ def federation_settings(cfg: Config, method: Method, adapter, data: data_lib.Fed
             "dp_local": dp if cfg.privacy.mechanism == "local" else None,
             "secure_bits": cfg.secure_aggregation.frac_bits if cfg.secure_aggregation.enabled else 0,
             "drop_late": cfg.stragglers.rule == "drop",
-            "scaffold_lr": cfg.optimizer.learning_rate if cfg.scaffold.enabled else 0.0}
+            "scaffold_lr": cfg.optimizer.learning_rate if cfg.scaffold.enabled else 0.0,
+            "buffer": (cfg.stragglers.buffer_size, cfg.stragglers.staleness_exponent) if buffered else None}
 
 
 def build_simulation(cfg: Config, status: Callable[[str], None] = lambda message: None,
@@ -298,12 +304,17 @@ def build_simulation(cfg: Config, status: Callable[[str], None] = lambda message
         return SimState(adapter, jax.vmap(optimizer.init)(adapter.params), queue, alive)
 
     server_optimizer = make_server_optimizer(cfg.server_optimizer)
-    if server_optimizer is not None or cfg.scaffold.enabled:
+    buffered = cfg.stragglers.rule == "buffered"
+    if server_optimizer is not None or cfg.scaffold.enabled or buffered:
         init_clients = init_fn
 
         def init_fn(key, stats):  # the server's optimizer state and SCAFFOLD's variates start at zero
             state = init_clients(key, stats)
             one = jax.tree.map(lambda p: p[0], state.adapter.params)
+            if buffered:  # FedBuff: device 0's init is the global model, and every device downloads it
+                params = jax.tree.map(lambda p, g: jnp.broadcast_to(g, p.shape), state.adapter.params, one)
+                state = state._replace(adapter=state.adapter._replace(params=params),
+                                       buffer=initial_buffer(one, m))
             if server_optimizer is not None:
                 state = state._replace(server=server_optimizer.init(one))
             if cfg.scaffold.enabled:
@@ -313,6 +324,8 @@ def build_simulation(cfg: Config, status: Callable[[str], None] = lambda message
 
         if cfg.scaffold.enabled:
             state_sharding = state_sharding._replace(variates=Variates(on_devices, everywhere))
+        if buffered:
+            state_sharding = state_sharding._replace(buffer=buffer_sharding(on_devices, everywhere))
 
     init_fn = functools.partial(jax.jit(init_fn, out_shardings=state_sharding), stats=stats)
     channel, positions, labels = None, (lambda round_: None), None
@@ -348,8 +361,13 @@ def build_simulation(cfg: Config, status: Callable[[str], None] = lambda message
     evaluate = make_evaluate(objective, method, cfg.device_chunk, jnp.asarray(data.task_of_device))
     # Under a server every device holds the same global model after merging: evaluate one copy of it.
     evaluated = None if server else evaluation_sample(cfg, bool(padded))
+
+    def served(state):  # FedBuff's devices hold stale copies: the global model is the buffer's
+        return with_global(state.adapter, state.buffer) if buffered else state.adapter
+
     evaluate_fn = jax.jit(lambda state, w, stored=0.0, routing="mixture", *, device, test: evaluate(
-        state.adapter, device.base, test, w, stored, np.zeros(1, np.int32) if server else evaluated, routing),
+        served(state), device.base, test, w, stored, np.zeros(1, np.int32) if server else evaluated,
+        routing),
         static_argnames="routing", out_shardings=everywhere)
     # the frozen base alone: what every device answers before training (every method starts from a zero
     # delta), at 1/M of the cost of evaluate_fn

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from jaxdfl.federation.buffered import buffer_sharding, with_global
 from jaxdfl.federation.privacy import epsilon_after
 from jaxdfl.sim.build import Simulation, build_simulation, load_model
 from jaxdfl.sim.mesh import DEVICE_AXIS, replicated
@@ -132,9 +133,11 @@ class Replicas(Single):
         data_axes = DeviceData(base_axis, None, None, 0, 0, 0)
         on_devices = NamedSharding(first.mesh, PartitionSpec(None, DEVICE_AXIS))
         everywhere = replicated(first.mesh)
+        buffered = config.stragglers.rule == "buffered"
         self.state_sharding = SimState(on_devices, on_devices, everywhere,
                                        None if config.on_nonfinite != "drop_device" else on_devices, everywhere,
-                                       Variates(on_devices, everywhere) if config.scaffold.enabled else everywhere)
+                                       Variates(on_devices, everywhere) if config.scaffold.enabled else everywhere,
+                                       buffer_sharding(on_devices, everywhere) if buffered else everywhere)
 
         def scan(state, data, inputs):
             step = jax.vmap(first.round_step, in_axes=(0, data_axes, 0))
@@ -150,8 +153,9 @@ class Replicas(Single):
         def evaluate(state, w, stored, devices, base):
             def one(adapter, w, devices, base):
                 return first.evaluate(adapter, base, first.test, w, stored, devices)
+            adapter = jax.vmap(with_global)(state.adapter, state.buffer) if buffered else state.adapter
             return jax.vmap(one, in_axes=(0, 0, None if devices is None else 0, base_axis))(
-                state.adapter, w, devices, base)
+                adapter, w, devices, base)
 
         self._evaluate = functools.partial(jax.jit(evaluate, out_shardings=everywhere), devices=devices,
                                            base=data.base)

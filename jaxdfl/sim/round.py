@@ -22,6 +22,7 @@ from jaxdfl.sim.local import make_local_train, over_devices
 from jaxdfl.sim.objective import Objective
 from jaxdfl.sim.state import RoundInputs, SimState, Variates
 from jaxdfl.federation.aggregators import robust_mix
+from jaxdfl.federation.buffered import arrivals, buffered_step, job_lag
 from jaxdfl.federation.privacy import central_dp_mix, local_dp
 from jaxdfl.federation.secure import secure_mix
 from jaxdfl.federation.server import server_step
@@ -58,7 +59,8 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
                     label_classes: int = 0, server_optimizer=None, prox_mu: float = 0.0,
                     dp_central: tuple[float, float, float] | None = None,
                     dp_local: tuple[float, float] | None = None, secure_bits: int = 0,
-                    drop_late: bool = False, scaffold_lr: float = 0.0) -> Callable:
+                    drop_late: bool = False, scaffold_lr: float = 0.0,
+                    buffer: tuple[int, float] | None = None) -> Callable:
     """``round_step(state, data: DeviceData, inputs: RoundInputs) -> (state, metrics)`` for all devices.
 
     Only the active devices (``inputs.active``, all when None) train and ``encode``, so an inactive device's
@@ -88,6 +90,13 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
       ``local_steps``), a masked scan of ``local_steps``. With ``drop_late`` a device that did fewer than
       ``local_steps`` is late: treated as offline for the round (FedAvg's deadline), counted in
       ``messages_lost_late``; without, its partial work is used.
+    * ``buffer`` ``(size, staleness exponent)``: FedBuff's buffered asynchronous aggregation under a server
+      (:mod:`jaxdfl.federation.buffered`, its state in ``state.buffer``): a job started at ``inputs.steps``
+      steps a round takes ``ceil(local_steps / steps)`` rounds of full local training; only the devices whose
+      job ends this round train and upload (``messages_planned`` counts them), the rest keep the model they
+      downloaded; the server buffers the arrivals' staleness-weighted updates and steps when the buffer is
+      full (with ``server_optimizer`` if given). Logs ``server_steps``, ``staleness_mean``, ``buffer_updates``
+      and ``in_flight``.
     * ``rule``: a robust aggregator (:func:`jaxdfl.federation.make_rule`) in place of the weighted average;
       updates are measured from each receiver's round-start params (``centre_at_start``) or from 0 (methods
       that send deltas).
@@ -138,11 +147,17 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
 
     def round_step(state: SimState, data: DeviceData, inputs: RoundInputs):
         w, active, control, available = inputs.w, inputs.active, inputs.control, inputs.available
-        planned, online_only = w, None
-        if inputs.steps is not None and drop_late:  # a late device misses the deadline: offline for the round
-            online_only = jnp.ones(inputs.steps.shape, bool) if available is None else available
-            available = online_only & (inputs.steps >= local_steps)
         m = jax.tree.leaves(state.adapter)[0].shape[0]
+        is_real = jnp.arange(m) < (m if real is None else real)
+        steps = inputs.steps
+        if buffer is not None:  # FedBuff: the devices whose job ends this round train and deliver, whole
+            due, available = arrivals(state.buffer, job_lag(steps, local_steps, m))
+            available &= is_real
+            steps, w = None, drop_columns(w, available)
+        planned, online_only = w, None
+        if steps is not None and drop_late:  # a late device misses the deadline: offline for the round
+            online_only = jnp.ones(steps.shape, bool) if available is None else available
+            available = online_only & (steps >= local_steps)
         sparse = isinstance(w, Neighbours)
         metrics = {}
         controller_state = state.controller
@@ -160,7 +175,7 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
             view, experts = jax.tree.map(pick, view._replace(experts=None)), view.experts
         mine = (*part, pick(data.index), pick(data.n), jax.random.split(k_train, k), view,
                 pick(data.byzantine) if label_classes else None,
-                None if inputs.steps is None else pick(inputs.steps),
+                None if steps is None else pick(steps),
                 None if not scaffold_lr else jax.tree.map(lambda ci, c: pick(c - ci), state.variates.client,
                                                           state.variates.server))
         adapter, opt_state, loss = train_all((data.base, data.x, data.y, experts), mine)
@@ -245,13 +260,22 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
             adapter, opt_state = _where_devices(~deaf, (adapter, opt_state), (state.adapter, state.opt_state))
         if inputs.available is not None:
             metrics["online_devices"] = inputs.available[:real].sum()
-        if inputs.steps is not None:  # over the online devices that trained this round
+        if steps is not None:  # over the online devices that trained this round
             trains = jnp.ones(m, bool) if active is None else jnp.zeros(m, bool).at[active].set(True)
             trains &= jnp.ones(m, bool) if inputs.available is None else inputs.available
             trains &= jnp.arange(m) < (m if real is None else real)
-            metrics["local_steps_mean"] = jnp.where(trains, inputs.steps, 0).sum() / jnp.maximum(trains.sum(), 1)
-            metrics["late_devices"] = (trains & (inputs.steps < local_steps)).sum()
-        if server_optimizer is not None:  # one step on the pseudo-gradient, the same for every device
+            metrics["local_steps_mean"] = jnp.where(trains, steps, 0).sum() / jnp.maximum(trains.sum(), 1)
+            metrics["late_devices"] = (trains & (steps < local_steps)).sum()
+        if buffer is not None:  # each arrival's update from the model it downloaded, weighted as in FedAvg
+            updates = jax.tree.map(lambda v, x: v - x, message.values, part[0].params) if centre_at_start \
+                else message.values
+            buffer_state, server_state, record = buffered_step(
+                state.buffer, due, available, updates, row(inputs.w, 0), *buffer, server_optimizer, state.server)
+            metrics |= record  # who delivered downloads the global model; the rest keep what they train from
+            adapter = adapter._replace(params=_where_devices(available, jax.tree.map(
+                lambda p, g: jnp.broadcast_to(g, p.shape).astype(p.dtype), adapter.params,
+                buffer_state.global_params), part[0].params))
+        elif server_optimizer is not None:  # one step on the pseudo-gradient, the same for every device
             first = 0 if state.alive is None else jnp.argmax(alive)
             start, averaged = (jax.tree.map(lambda p: p[first], t) for t in (state.adapter.params, adapter.params))
             stepped, stepped_state = server_step(server_optimizer, state.server, start, averaged)
@@ -261,7 +285,6 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
             adapter = adapter._replace(params=jax.tree.map(lambda p, g: jnp.broadcast_to(g, p.shape).astype(p.dtype),
                                                            adapter.params, new_global))
         transmits = heard(w) if sparse else heard(w) | jnp.any(crossing, axis=0)
-        is_real = jnp.arange(m) < (m if real is None else real)
         charged = lambda total, setup: jnp.sum(  # noqa: E731
             jnp.where(transmits, total - setup, 0) + jnp.where(is_real, setup, 0))
         if real is not None:  # the inert padding keeps its state: it never trains
@@ -284,10 +307,11 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
         variates = state.variates
         if scaffold_lr:
             variates, sent = _scaffold_variates(state.variates, part[0].params, trained, scaffold_lr, w, active,
-                                                local_steps if inputs.steps is None else pick(inputs.steps), real)
+                                                local_steps if steps is None else pick(steps), real)
             metrics["uplink_params"] += sent
             metrics["uplink_bits"] += 32.0 * sent
-        return SimState(adapter, opt_state, controller_state, alive, server_state, variates), metrics
+        return SimState(adapter, opt_state, controller_state, alive, server_state, variates,
+                        buffer_state if buffer is not None else state.buffer), metrics
 
     return round_step
 

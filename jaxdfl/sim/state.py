@@ -22,6 +22,8 @@ class SimState(NamedTuple):
       server: the server optimizer's optax state over one copy of the global params (``server_optimizer``);
         ``()`` without one.
       variates: SCAFFOLD's :class:`Variates` (``scaffold``); ``()`` without.
+      buffer: FedBuff's :class:`~jaxdfl.federation.buffered.Buffer` (``stragglers.rule: buffered``): the
+        global model, the server's buffer and each device's job; ``()`` without.
     """
 
     adapter: AdapterState
@@ -30,6 +32,7 @@ class SimState(NamedTuple):
     alive: jax.Array | None = None
     server: Any = ()
     variates: Any = ()
+    buffer: Any = ()
 
 
 class Variates(NamedTuple):

@@ -136,6 +136,11 @@ def summarize(sim: Simulation, state: SimState, records: list[dict], initial: di
                                      for key in records[-1] if key.startswith("messages_")}
     if records and "epsilon" in records[-1]:
         summary["epsilon"], summary["delta"] = records[-1]["epsilon"], cfg.privacy.delta
+    if records and "server_steps" in records[-1]:  # FedBuff: the global model's steps, the arrivals' mean τ
+        summary["server_steps"] = int(records[-1]["server_steps"])
+        arrived = np.array([r["messages_delivered"] for r in records], float)
+        stale = np.array([r["staleness_mean"] for r in records], float)
+        summary["staleness_mean"] = float((stale * arrived).sum() / max(arrived.sum(), 1.0))
     if records and "online_devices" in records[-1]:
         summary["online_share"] = float(np.mean([r["online_devices"] for r in records])) / cfg.num_devices
     if sim.device.byzantine is not None:
