@@ -8,7 +8,8 @@
   * ranks: devices of three compute classes (LoRA ranks 2, 4, 8 in turn) aggregated by zero-padding (HetLoRA)
     or stacking (FLoRA), against every device at rank 2 or at rank 8;
   * stragglers: each device manages ⌈5u⌉ of its 5 local steps, u uniform in [1 − spread, 1]: partial work
-    used, or dropped at the deadline;
+    used, dropped at the deadline, or (buffered, FedBuff) all 5 steps done over ⌈5/⌈5u⌉⌉ rounds and
+    aggregated late, down-weighted by staleness, the server stepping every 10 arrivals;
   * privacy: DP-FedAvg (10 of the 20 clients per round, updates clipped to 0.5) at noise multipliers 0 (clipping
     only) to 4, with the ε(10⁻⁵) the accountant gives after the run; and FedAvg under secure aggregation
     (the same accuracy, more uplink).
@@ -149,18 +150,25 @@ def ranks(out: Path, rounds, seeds) -> list[str]:
 def stragglers(out: Path, rounds, seeds) -> list[str]:
     grid = {"spread_0.0": []}
     grid |= {f"{rule}_{sp}": [f"stragglers.spread={sp}", f"stragglers.rule={rule}"] for sp in SPREADS[1:]
-             for rule in ("partial", "drop")}
+             for rule in ("partial", "drop", "buffered")}
     results = run_grid(CONFIG, grid, out / "stragglers", rounds, seeds)
-    lines = ["| spread | deadline rule | mean local steps done | lost late per round | accuracy |",
-             "|---:|---|---:|---:|---:|"]
+    lines = ["| spread | rule | mean local steps done | uploads per round | lost late per round | server steps | "
+             "mean staleness τ | accuracy |", "|---:|---|---:|---:|---:|---:|---:|---:|"]
     rows = []
     for name, res in results.items():
         s = res["summary"]
         rule, sp = ("–", 0.0) if name == "spread_0.0" else (name.split("_")[0], float(name.split("_")[1]))
         steps = [m["local_steps_mean"] for m in res["metrics"] if "local_steps_mean" in m]
-        late = s.get("messages_total", {}).get("lost_late", 0.0) / s["rounds"]
-        lines.append(f"| {sp} | {rule} | {sum(steps) / len(steps) if steps else 5.0:.2f} | {late:.1f} | {pm(s)} |")
-        rows.append({"spread": sp, "rule": rule, "accuracy": s["final_accuracy"], "std": spread(s)})
+        total = s.get("messages_total", {})
+        late = total.get("lost_late", 0.0) / s["rounds"]
+        uploads = total.get("delivered", s["rounds"] * s["num_devices"]) / s["rounds"]
+        buffered = "server_steps" in s
+        server_steps = f"{s['server_steps']}" if buffered else f"{s['rounds']}"
+        stale = f"{s['staleness_mean']:.2f}" if buffered else "0"
+        lines.append(f"| {sp} | {rule} | {sum(steps) / len(steps) if steps else 5.0:.2f} | {uploads:.1f} | "
+                     f"{late:.1f} | {server_steps} | {stale} | {pm(s)} |")
+        rows.append({"spread": sp, "rule": rule, "accuracy": s["final_accuracy"], "std": spread(s),
+                     "uploads_per_round": uploads, "server_steps": server_steps, "staleness_mean": stale})
     write_rows_csv(out / "stragglers.csv", rows)
     return lines
 
