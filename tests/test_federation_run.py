@@ -108,3 +108,28 @@ def test_a_buffered_run_accounts_for_every_arrival(tmp_path):
         total = replica["messages_total"]
         assert total["planned"] == total["delivered"] and 0 < total["delivered"] < 4 * 8  # someone was slow
         assert 1 <= replica["server_steps"] <= 4 and replica["staleness_mean"] > 0
+
+
+def test_a_buffered_run_resumes_with_its_buffer(tmp_path, monkeypatch):
+    """Interrupted while rounds 3-4 are planned and resumed from round 2's checkpoint, a FedBuff run logs what
+    the uninterrupted one does: the buffer, versions and jobs in flight travel in the checkpoint."""
+    import json
+
+    from conftest import interrupt_before_round, patch_build
+    from jaxdfl.sim.run import run
+
+    cfg = {"rounds": 4, "num_devices": 6, "local_steps": 2, "batch_size": 8, "eval_every": 4, "checkpoint_every": 2,
+           "topology": {"name": "server"}, "stragglers": {"spread": 0.8, "rule": "buffered", "buffer_size": 3}}
+    run(cfg, out=tmp_path / "straight", progress=False)
+    with monkeypatch.context() as patch:
+        patch_build(patch, interrupt_before_round(3))
+        with pytest.raises(KeyboardInterrupt):
+            run(cfg, out=tmp_path / "broken", progress=False)
+    run(cfg, out=tmp_path / "broken", resume=True, progress=False)
+
+    def records(out):
+        return [{k: v for k, v in json.loads(line).items() if k != "wall_s"}
+                for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+    assert records(tmp_path / "broken") == records(tmp_path / "straight")
+    assert any(r["in_flight"] > 0 for r in records(tmp_path / "straight"))
