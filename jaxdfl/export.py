@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdfl.errors import ConfigError
+from jaxdfl.federation.buffered import Buffer
 from jaxdfl.models.decoder import DecoderSpec
 from jaxdfl.models.registry import KNOWN
 from jaxdfl.models.vit import hf_linear
@@ -111,6 +112,9 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, device: int =
     done, state = restored
     adapter = state.adapter if cfg.replicas == 1 else jax.tree.map(lambda x: x[replica], state.adapter)
     one = jax.tree.map(lambda x: x[device], adapter)
+    if isinstance(state.buffer, Buffer):  # FedBuff: devices hold stale copies; the server's model is the buffer's
+        buffer = state.buffer if cfg.replicas == 1 else jax.tree.map(lambda x: x[replica], state.buffer)
+        one = one._replace(params=buffer.global_params)
     sim = runner.sim
     updates = layer_updates(lambda name, x: sim.method.delta(one, name, x), sim.layers)
     target = Path(out) if out is not None else run_dir / f"peft_device{device}"

@@ -11,6 +11,7 @@ from scipy.sparse import csr_array
 from scipy.sparse.csgraph import connected_components
 
 from jaxdfl.core import expert_views, has_lora_factors
+from jaxdfl.federation.buffered import Buffer, with_global
 from jaxdfl.metrics import gram_offdiagonal, projection_overlap
 from jaxdfl.sim.build import Simulation
 from jaxdfl.sim.processes import to_host
@@ -156,6 +157,8 @@ def summarize(sim: Simulation, state: SimState, records: list[dict], initial: di
         overlaps = [projection_overlap(layer["a"]) for layer in experts.values()]
         summary["projection_overlap"] = float(np.mean(overlaps))  # how near-orthogonal the static A's are
     params = state.adapter.params
+    if isinstance(state.buffer, Buffer):  # FedBuff: device 0 may hold a stale copy; the global model is the buffer's
+        params = with_global(state.adapter, state.buffer).params
     if has_lora_factors(params):  # device 0 (under a server:
         summary["b_gram_offdiagonal"] = {  # the global model), in float64 on the host: the same in any layout
             name: float(gram_offdiagonal(np.asarray(to_host(p["b"][0]), np.float64))) for name, p in params.items()}
