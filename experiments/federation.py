@@ -9,7 +9,8 @@
     or stacking (FLoRA), against every device at rank 2 or at rank 8;
   * stragglers: each device manages ⌈5u⌉ of its 5 local steps, u uniform in [1 − spread, 1]: partial work
     used, dropped at the deadline, or (buffered, FedBuff) all 5 steps done over ⌈5/⌈5u⌉⌉ rounds and
-    aggregated late, down-weighted by staleness, the server stepping every 10 arrivals;
+    aggregated late, down-weighted by staleness, the server stepping every 10 arrivals; against synchronous
+    FedAvg that waits for every client's 5 steps, which fits fewer rounds into the same time;
   * privacy: DP-FedAvg (10 of the 20 clients per round, updates clipped to 0.5) at noise multipliers 0 (clipping
     only) to 4, with the ε(10⁻⁵) the accountant gives after the run; and FedAvg under secure aggregation
     (the same accuracy, more uplink).
@@ -28,7 +29,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+import numpy as np  # noqa: E402
 from common import Stopwatch, run_grid, write_rows_csv  # noqa: E402
+
+from jaxdfl import load_config  # noqa: E402
+from jaxdfl.federation import StragglerConfig, steps_plan  # noqa: E402
 
 CONFIG = "federation/fedavg"
 RATES = (1.0, 0.7, 0.4, 0.2)
@@ -147,11 +152,25 @@ def ranks(out: Path, rounds, seeds) -> list[str]:
     return lines
 
 
+def waiting_rounds(spread: float, ticks: int, seed: int = 0) -> int:
+    """Rounds of synchronous FedAvg that waits for every client's E steps within ``ticks`` rounds of the
+    deadline rules' time (a round lasts as long as its slowest job, ⌈E/⌈E·u⌉⌉ ticks)."""
+    base = load_config(CONFIG)
+    plan = steps_plan(StragglerConfig(spread=spread), base.num_devices, base.local_steps, seed)
+    spent, done = 0, 0
+    while spent + (length := int(np.ceil(base.local_steps / plan(done)).max())) <= ticks:
+        spent, done = spent + length, done + 1
+    return done
+
+
 def stragglers(out: Path, rounds, seeds) -> list[str]:
-    grid = {"spread_0.0": []}
-    grid |= {f"{rule}_{sp}": [f"stragglers.spread={sp}", f"stragglers.rule={rule}"] for sp in SPREADS[1:]
+    ticks = rounds or load_config(CONFIG).rounds
+    extra = [f"rounds={rounds}"] if rounds else []  # the wait rows set their own
+    grid = {"spread_0.0": extra}
+    grid |= {f"{rule}_{sp}": [f"stragglers.spread={sp}", f"stragglers.rule={rule}", *extra] for sp in SPREADS[1:]
              for rule in ("partial", "drop", "buffered")}
-    results = run_grid(CONFIG, grid, out / "stragglers", rounds, seeds)
+    grid |= {f"wait_{sp}": [f"rounds={waiting_rounds(sp, ticks)}"] for sp in SPREADS[1:]}
+    results = run_grid(CONFIG, grid, out / "stragglers", None, seeds)
     lines = ["| spread | rule | mean local steps done | uploads per round | lost late per round | server steps | "
              "mean staleness τ | accuracy |", "|---:|---|---:|---:|---:|---:|---:|---:|"]
     rows = []
@@ -161,12 +180,11 @@ def stragglers(out: Path, rounds, seeds) -> list[str]:
         steps = [m["local_steps_mean"] for m in res["metrics"] if "local_steps_mean" in m]
         total = s.get("messages_total", {})
         late = total.get("lost_late", 0.0) / s["rounds"]
-        uploads = total.get("delivered", s["rounds"] * s["num_devices"]) / s["rounds"]
-        buffered = "server_steps" in s
-        server_steps = f"{s['server_steps']}" if buffered else f"{s['rounds']}"
-        stale = f"{s['staleness_mean']:.2f}" if buffered else "0"
+        uploads = total.get("delivered", s["rounds"] * s["num_devices"]) / ticks
+        server_steps = s.get("server_steps", s["rounds"])
+        stale = s.get("staleness_mean", 0.0)
         lines.append(f"| {sp} | {rule} | {sum(steps) / len(steps) if steps else 5.0:.2f} | {uploads:.1f} | "
-                     f"{late:.1f} | {server_steps} | {stale} | {pm(s)} |")
+                     f"{late:.1f} | {server_steps:.1f} | {stale:.2f} | {pm(s)} |")
         rows.append({"spread": sp, "rule": rule, "accuracy": s["final_accuracy"], "std": spread(s),
                      "uploads_per_round": uploads, "server_steps": server_steps, "staleness_mean": stale})
     write_rows_csv(out / "stragglers.csv", rows)
