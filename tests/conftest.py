@@ -50,3 +50,21 @@ def interrupt_before_round(r: int):
         return sim._replace(topology=sim.topology._replace(mixing=mixing))
 
     return change
+
+
+def straight_and_resumed(cfg, out, monkeypatch, at: int = 3) -> tuple[list[dict], list[dict]]:
+    """The ``metrics.jsonl`` records (``wall_s`` left out) of ``cfg`` run straight through, and of the same run
+    interrupted when it plans round ``at`` and resumed from its newest checkpoint."""
+    import json
+
+    from jaxdfl.sim.run import run
+
+    run(cfg, out=out / "straight", progress=False)
+    with monkeypatch.context() as patch:
+        patch_build(patch, interrupt_before_round(at))
+        with pytest.raises(KeyboardInterrupt):
+            run(cfg, out=out / "broken", progress=False)
+    run(cfg, out=out / "broken", resume=True, progress=False)
+    return tuple([{k: v for k, v in json.loads(line).items() if k != "wall_s"}
+                  for line in (out / name / "metrics.jsonl").read_text().splitlines()]
+                 for name in ("straight", "broken"))

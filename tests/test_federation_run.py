@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import jaxdfl
+from conftest import straight_and_resumed
 from jaxdfl.errors import ConfigError
 from jaxdfl.federation import availability_plan, byzantine_devices, load_trace, sample_online
 from jaxdfl.federation.config import AvailabilityConfig
@@ -113,23 +114,8 @@ def test_a_buffered_run_accounts_for_every_arrival(tmp_path):
 def test_a_buffered_run_resumes_with_its_buffer(tmp_path, monkeypatch):
     """Interrupted while rounds 3-4 are planned and resumed from round 2's checkpoint, a FedBuff run logs what
     the uninterrupted one does: the buffer, versions and jobs in flight travel in the checkpoint."""
-    import json
-
-    from conftest import interrupt_before_round, patch_build
-    from jaxdfl.sim.run import run
-
     cfg = {"rounds": 4, "num_devices": 6, "local_steps": 2, "batch_size": 8, "eval_every": 4, "checkpoint_every": 2,
            "topology": {"name": "server"}, "stragglers": {"spread": 0.8, "rule": "buffered", "buffer_size": 3}}
-    run(cfg, out=tmp_path / "straight", progress=False)
-    with monkeypatch.context() as patch:
-        patch_build(patch, interrupt_before_round(3))
-        with pytest.raises(KeyboardInterrupt):
-            run(cfg, out=tmp_path / "broken", progress=False)
-    run(cfg, out=tmp_path / "broken", resume=True, progress=False)
-
-    def records(out):
-        return [{k: v for k, v in json.loads(line).items() if k != "wall_s"}
-                for line in (out / "metrics.jsonl").read_text().splitlines()]
-
-    assert records(tmp_path / "broken") == records(tmp_path / "straight")
-    assert any(r["in_flight"] > 0 for r in records(tmp_path / "straight"))
+    straight, resumed = straight_and_resumed(cfg, tmp_path, monkeypatch)
+    assert resumed == straight
+    assert any(r["in_flight"] > 0 for r in straight)

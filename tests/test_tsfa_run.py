@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import interrupt_before_round, patch_build
+from conftest import patch_build, straight_and_resumed
 from jaxdfl.config import load_config
 from jaxdfl.control import convergence_bound, initial_ratio
 from jaxdfl.errors import ConfigError
@@ -54,14 +54,8 @@ def test_tsfa_picks_the_offline_rank_and_its_ratio_reaches_the_clients(tmp_path,
 def test_resume_restores_the_controller_queue(tmp_path, monkeypatch):
     # programs of rounds 1-2 and 3-4: the interrupt comes while rounds 3-4 are planned; fewer adapted maps
     cfg = TSFA | {"model": {"adapt": ["q", "v"]}, "local_steps": 1}
-    run(cfg, out=tmp_path / "straight", progress=False)
-    with monkeypatch.context() as patch:
-        patch_build(patch, interrupt_before_round(3))
-        with pytest.raises(KeyboardInterrupt):
-            run(cfg, out=tmp_path / "broken", progress=False)
-    run(cfg, out=tmp_path / "broken", resume=True, progress=False)
-    strip = lambda recs: [{k: v for k, v in r.items() if k != "wall_s"} for r in recs]  # noqa: E731
-    assert strip(_records(tmp_path / "broken")) == strip(_records(tmp_path / "straight"))
+    straight, resumed = straight_and_resumed(cfg, tmp_path, monkeypatch)
+    assert resumed == straight
 
 
 def test_control_needs_server_fl_with_a_sparsifier():
