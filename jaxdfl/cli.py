@@ -18,6 +18,8 @@ import shutil
 import sys
 import textwrap
 
+from jaxdfl.errors import one_line
+
 
 def _print_summary(summary: dict, out) -> None:
     print(f"\n{summary['method']} on {summary['topology']}, {summary['num_devices']} devices, "
@@ -48,7 +50,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, with a mistake on the command line printed as one line (exit 2) like every other mistake."""
 
     def error(self, message):
-        self.exit(2, f"jaxdfl: error: {message} (see: {self.prog} --help)\n")
+        self.exit(2, f"jaxdfl: error: {one_line(message)} (see: {self.prog} --help)\n")
 
 
 def _print_study(summary: dict, out) -> None:
@@ -191,11 +193,6 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     return 0
-
-
-def one_line(err: Exception) -> str:
-    """The message with line breaks shown as ``\\n`` (a value from the user may hold some)."""
-    return str(err).replace("\r", "\\r").replace("\n", "\\n")
 
 
 def _resume_command(args, out: str) -> str:

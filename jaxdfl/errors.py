@@ -17,7 +17,16 @@ def warn(message: str) -> None:
     """One line on stderr for a value that is legal but almost surely a mistake (the run goes on)."""
     import sys
 
-    print(f"jaxdfl: warning: {message}", file=sys.stderr)
+    print(f"jaxdfl: warning: {one_line(message)}", file=sys.stderr)
+
+
+# Every character ``str.splitlines`` breaks a line at, shown as its escape (``\\n``, ``\\x1e``, ...).
+_LINE_BREAKS = {ord(c): repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
+def one_line(message) -> str:
+    """The message with its line breaks escaped, so it prints as one line (a value from the user may hold some)."""
+    return str(message).translate(_LINE_BREAKS)
 
 
 class Diverged(Exception):

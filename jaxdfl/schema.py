@@ -35,14 +35,16 @@ class _StrictLoader(yaml.SafeLoader):
 def load_yaml(text: str, where: str):
     """Parse YAML ``text`` (``where`` names it in errors): a bad document or a duplicate key is a
     :class:`ConfigError`."""
-    loader = _StrictLoader(text)
-    loader.name = where
+    loader = None
     try:
+        loader = _StrictLoader(text)  # refuses non-printable characters already here
+        loader.name = where
         return loader.get_single_data()
     except yaml.YAMLError as err:
         raise ConfigError(f"{where}: not valid YAML ({' '.join(str(err).split())})") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def require(ok: bool, key: str, message: str) -> None:

@@ -142,6 +142,7 @@ def test_a_failure_after_the_start_marks_the_folder_and_one_before_leaves_nothin
     (["--out", "/proc/jaxdfl-cannot-write-here"], "cannot write there"),
     (["DUPLICATE"], "key 'rounds' appears twice"),
     (["LIST"], "the top level must be a mapping"),
+    (["--set", "availability.trace=a\x1eb\u2028c"], r"no file at a\x1eb\u2028c"),  # breaks for str.splitlines
 ])
 def test_bad_inputs_give_one_line_and_exit_2(tmp_path, capsys, args, says):
     (tmp_path / "file").write_text("x")
