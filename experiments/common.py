@@ -16,7 +16,8 @@ import jaxdfl
 
 def run_grid(config: str, variants: dict[str, list[str]], out_dir: Path, rounds: int | None = None,
              seeds: list[int] | None = None) -> dict[str, dict]:
-    """Run ``config`` once per variant (name → overrides) into ``out_dir/name``; reuse finished runs.
+    """Run ``config`` once per variant (name → overrides) into ``out_dir/name``; reuse finished runs and resume
+    interrupted ones from their newest checkpoint (a run dir whose config differs starts over).
 
     ``seeds`` (consecutive): every variant runs them all in one program (``replicas``); its summary then holds
     each seed's numbers under ``"replicas"`` and their mean and ``"std"`` at the top.
@@ -31,15 +32,24 @@ def run_grid(config: str, variants: dict[str, list[str]], out_dir: Path, rounds:
         overrides = list(overrides) + ([f"rounds={rounds}"] if rounds else []) + replicas
         run_dir = out_dir / name
         wanted = jaxdfl.load_config(config, overrides).to_dict()
-        done = (run_dir / "summary.json").exists() and (run_dir / "config.yaml").exists()
-        summary = json.loads((run_dir / "summary.json").read_text()) if done else {}
-        if summary.get("status") != "finished" or yaml.safe_load((run_dir / "config.yaml").read_text()) != wanted:
-            if run_dir.exists():
+        same = _saved_config(run_dir) == wanted
+        summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
+        if summary.get("status") != "finished" or not same:
+            resumable = same and any((run_dir / "checkpoints").glob("[0-9]*"))
+            if run_dir.exists() and not resumable:
                 shutil.rmtree(run_dir)
-            summary, _ = jaxdfl.run(config, overrides, out=run_dir, progress=False)
+            summary, _ = jaxdfl.run(config, overrides, out=run_dir, progress=False, resume=resumable)
         metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
         results[name] = {"summary": summary, "metrics": metrics}
     return results
+
+
+def _saved_config(run_dir: Path) -> dict | None:
+    """The config a run folder holds, with keys jaxdfl gained since at their defaults (None: none readable)."""
+    try:
+        return jaxdfl.load_config(yaml.safe_load((run_dir / "config.yaml").read_text())).to_dict()
+    except (OSError, jaxdfl.errors.UserError, yaml.YAMLError):
+        return None
 
 
 def write_rows_csv(path: Path, rows: list[dict]) -> None:

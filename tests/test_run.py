@@ -102,6 +102,19 @@ def test_resume_refuses_a_different_config(tmp_path, capsys):
         run(SMALL, out=tmp_path / "r", progress=False)
 
 
+def test_a_run_saved_before_a_key_existed_resumes(tmp_path):
+    """A config.yaml written by an older jaxdfl lacks the keys added since; at their defaults it is the same
+    config, so the run resumes (here at its end: it is evaluated again and gives the same summary)."""
+    import yaml
+
+    first, _ = run(SMALL, out=tmp_path / "r", progress=False)
+    saved = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    assert saved["stragglers"].pop("buffer_size") == 10  # a key FedBuff added, at its default
+    (tmp_path / "r" / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    again, _ = run(SMALL, out=tmp_path / "r", resume=True, progress=False)
+    assert again["final_accuracy"] == first["final_accuracy"]
+
+
 def test_cli_user_errors_print_one_line_and_exit_2(capsys):
     assert main(["run", "--set", "nonexistent.key=1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

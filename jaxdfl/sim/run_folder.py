@@ -109,7 +109,11 @@ class RunFolder:
         return True
 
     def saved_config(self) -> dict:
-        return yaml.safe_load((self.out / "config.yaml").read_text())
+        """The run's config as this jaxdfl reads it: keys added since the run started stand at their defaults,
+        so an older run still resumes."""
+        from jaxdfl.config import load_config
+
+        return load_config(yaml.safe_load((self.out / "config.yaml").read_text())).to_dict()
 
     def start(self, config: dict) -> None:
         if self.primary:
