@@ -102,3 +102,33 @@ def test_benchmark_files_run_end_to_end(tiny_llama_dir, tmp_path):
     missing = dict(cfg["data"], test_files=[files[0], str(tmp_path / "nowhere.jsonl")])
     with pytest.raises(jaxdfl.ConfigError, match="nowhere.jsonl"):
         jaxdfl.build_simulation(jaxdfl.load_config(dict(cfg, data=missing)))
+
+
+def test_a_fedbuff_run_exports_the_servers_model_and_peft_gives_its_logits(tiny_llama_dir, tmp_path):
+    """Under FedBuff a device mid-job holds a stale copy; ``jaxdfl export`` writes the server's model (the
+    buffer's), and PEFT over transformers' model gives jaxdfl's logits with it."""
+    peft = pytest.importorskip("peft", reason="the export is checked against PEFT (test extra)")
+    from jaxdfl.core import adapter_hook
+    from jaxdfl.export import export_run
+
+    cfg = text_config(tiny_llama_dir)
+    cfg.update(rounds=3, checkpoint_every=3, topology={"name": "server"},
+               stragglers={"spread": 0.8, "rule": "buffered", "buffer_size": 2})
+    _, state = jaxdfl.run(cfg, out=tmp_path / "run", progress=False)
+    server = state.buffer.global_params
+    gap = [max(float(jnp.abs(x[d] - g).max()) for x, g in zip(jax.tree.leaves(state.adapter.params),
+                                                                jax.tree.leaves(server))) for d in range(4)]
+    stale = int(np.argmax(gap))
+    assert gap[stale] > 1e-4, gap  # some device's copy is not the server's model: the export must choose
+
+    out = export_run(tmp_path / "run", device=stale)
+    model, params = from_pretrained(tiny_llama_dir)
+    method = jaxdfl.build_simulation(jaxdfl.load_config(cfg)).method
+    one = jax.tree.map(lambda x: x[stale], state.adapter)._replace(params=server)
+    tokens = np.random.default_rng(0).integers(0, 1000, (2, 9))
+    want = np.asarray(model.apply(params, jnp.asarray(tokens), hook=adapter_hook(method, one)))
+    base = transformers.AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    adapted = peft.PeftModel.from_pretrained(base, str(out)).eval()
+    with torch.no_grad():
+        got = adapted(torch.tensor(tokens)).logits.numpy()
+    assert np.abs(got - want).max() <= 1e-4
