@@ -53,18 +53,35 @@ def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(tmp_path, monk
     assert stop.value.saved_round == 3
     assert sorted(p.name for p in (broken / "checkpoints").iterdir()) == ["2", "3"]  # periodic + on interrupt
 
-    # a hard kill while the newest checkpoint and metrics line were written: the resume falls back to round 2
-    # with a warning, drops the cut line and the line of round 3, and redoes round 3
+    # a hard kill while the newest checkpoint was written: the resume falls back to round 2 with a warning,
+    # drops the line of round 3 and redoes round 3; the same when the kill also cut round 3's metrics line
+    cut = tmp_path / "cut"
     for f in (broken / "checkpoints" / "3").rglob("*"):
         if f.is_file():
             f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 3])
-    lines = (broken / "metrics.jsonl").read_text().splitlines(keepends=True)
+    shutil.copytree(broken, cut)
+    lines = (cut / "metrics.jsonl").read_text().splitlines(keepends=True)
     assert len(lines) == 3
-    (broken / "metrics.jsonl").write_text("".join(lines[:-1]) + lines[-1][:25])
+    (cut / "metrics.jsonl").write_text("".join(lines[:-1]) + lines[-1][:25])
     run(cfg, out=broken, resume=True, progress=False)
+    assert "checkpoint of round 3 does not restore" in capsys.readouterr().err
+    run(cfg, out=cut, resume=True, progress=False)
     err = capsys.readouterr().err
-    assert "checkpoint of round 3 does not restore" in err and "the last line was cut short" in err
-    assert _read(broken) == _read(straight)
+    assert "the last line was cut short" in err and "checkpoint of round 3 is past the metrics" in err
+    assert _read(broken) == _read(straight) == _read(cut)
+
+
+def test_a_resume_whose_checkpoints_all_fail_refuses_and_keeps_the_folder(tmp_path):
+    """Checkpoints without the metrics of their rounds (here: the metrics file emptied) are not silently
+    replaced by a run from round 0: the resume stops with one line and leaves every file as it was."""
+    from jaxdfl.errors import UserError
+
+    cfg = LIGHT | {"rounds": 2, "checkpoint_every": 1}
+    run(cfg, out=tmp_path / "r", progress=False)
+    (tmp_path / "r" / "metrics.jsonl").write_text("")
+    with pytest.raises(UserError, match=r"no checkpoint of rounds \[1, 2\] restores"):
+        run(cfg, out=tmp_path / "r", resume=True, progress=False)
+    assert sorted(p.name for p in (tmp_path / "r" / "checkpoints").iterdir()) == ["1", "2"]
 
 
 def test_rounds_between_evaluations_run_as_one_program_with_the_loops_numbers(tmp_path, monkeypatch):
@@ -141,3 +158,32 @@ def test_quickstart_learns_every_task(tmp_path):
     for task, acc in summary["per_task_accuracy"].items():
         assert acc > summary["per_task_chance"][task] + 0.1, (task, acc)
     assert summary["final_accuracy"] > summary["initial_accuracy"] + 0.15
+
+
+def test_a_checkpoint_from_before_a_state_field_existed_restores(tmp_path):
+    """SimState gains fields as jaxdfl grows (FedBuff added ``buffer``): an older checkpoint restores into
+    today's state when the run does not use the new field, and is refused when it does."""
+    from typing import Any, NamedTuple
+
+    import jax.numpy as jnp
+
+    from jaxdfl.sim.checkpoint import Checkpointer
+
+    class Before(NamedTuple):
+        adapter: Any
+        server: Any = ()
+
+    class After(NamedTuple):
+        adapter: Any
+        server: Any = ()
+        buffer: Any = ()
+
+    saving = Checkpointer(tmp_path)
+    saving.save(4, Before(jnp.arange(3.0)))
+    saving.close()
+    checkpoints = Checkpointer(tmp_path)
+    round_, state = checkpoints.restore_newest(After(jnp.zeros(3)))
+    assert round_ == 4 and isinstance(state, After) and state.buffer == ()
+    assert state.adapter.tolist() == [0.0, 1.0, 2.0]
+    with pytest.raises(ValueError, match="lacks the state's fields"):
+        checkpoints.restore(After(jnp.zeros(3), buffer=jnp.zeros(2)))

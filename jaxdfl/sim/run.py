@@ -113,12 +113,19 @@ def _run_rounds(sim: Single, folder: RunFolder, resume: bool, progress: bool, wr
     state = sim.init_state()
     initial = sim.initial_record()
     checkpointer = Checkpointer(folder.out / "checkpoints")
-    done = 0
+    done, records = 0, []
     if resume:
-        restored = checkpointer.restore_newest(state)
+        logged = folder.read_metrics(cfg.rounds)
+        # a checkpoint counts only with the metrics of its rounds (a kill can cut the last line; a file can be
+        # lost); and a folder whose checkpoints all fail is never silently started over
+        restored = checkpointer.restore_newest(state, upto=max((r["round"] for r in logged), default=0))
+        if restored is None and checkpointer.rounds():
+            raise UserError(f"cannot resume {folder.out}: no checkpoint of rounds {checkpointer.rounds()} restores "
+                            f"with the metrics of its rounds (see the warnings); to start over, delete "
+                            f"{folder.out / 'checkpoints'} and {folder.metrics.name}")
         if restored is not None:
             done, state = restored
-    records = folder.read_metrics(done)
+        records = [r for r in logged if r["round"] <= done]
     folder.rewrite_metrics(records)
     writers = make_writers(writer_names, folder.out, cfg.to_dict())
     plan = segments(done, cfg.rounds, cfg.eval_every, cfg.checkpoint_every)
