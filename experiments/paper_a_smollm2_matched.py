@@ -99,7 +99,8 @@ def main():
     clock = Stopwatch()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    chunk = [f"device_chunk={args.device_chunk}"]
+    # a checkpoint every round: a round costs ~17 min here, and an interrupted run resumes (run_grid)
+    chunk = [f"device_chunk={args.device_chunk}", "checkpoint_every=1"]
     results = {label: run_grid(config, {label.lower(): chunk}, out / "a5_matched", args.rounds,
                                seeds=args.seeds)[label.lower()]["summary"] for label, config in CONFIGS.items()}
 
