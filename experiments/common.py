@@ -12,6 +12,7 @@ import yaml
 from tqdm.auto import tqdm
 
 import jaxdfl
+from jaxdfl.sim.run_folder import saved_config
 
 
 def run_grid(config: str, variants: dict[str, list[str]], out_dir: Path, rounds: int | None = None,
@@ -47,7 +48,7 @@ def run_grid(config: str, variants: dict[str, list[str]], out_dir: Path, rounds:
 def _saved_config(run_dir: Path) -> dict | None:
     """The config a run folder holds, with keys jaxdfl gained since at their defaults (None: none readable)."""
     try:
-        return jaxdfl.load_config(yaml.safe_load((run_dir / "config.yaml").read_text())).to_dict()
+        return saved_config(run_dir)
     except (OSError, jaxdfl.errors.UserError, yaml.YAMLError):
         return None
 

@@ -30,7 +30,10 @@ def federation_settings(cfg: Config, method: Method, adapter, data: FederatedDat
     dp = (cfg.privacy.clip_norm, cfg.privacy.noise_multiplier)
     poisson = cfg.privacy.sampling == "poisson"
     buffered = cfg.stragglers.rule == "buffered"
-    if (rule is not None or poison is not None or private or buffered) and not deltas:
+    measured = (rule is not None or poison is not None or private or buffered) and not deltas
+    dense = [key for key, on in (("secure_aggregation.enabled", cfg.secure_aggregation.enabled),
+                                 ("stragglers.rule", buffered)) if on]
+    if measured or dense:
         def sent(adapter):
             keys = jax.random.split(jax.random.key(0), jax.tree.leaves(adapter)[0].shape[0])
             encode = jax.vmap(method.encode, in_axes=(0, 0, 0, None))
@@ -38,6 +41,7 @@ def federation_settings(cfg: Config, method: Method, adapter, data: FederatedDat
             return message.values, message.mask
 
         values, mask = jax.eval_shape(sent, adapter)
+    if measured:
         if cfg.privacy.mechanism == "central" and mask is not None:
             raise ConfigError(f"privacy.mechanism: 'central' clips whole updates; method.name={cfg.method.name!r} "
                               "sends masked messages (use 'local')")
@@ -49,11 +53,7 @@ def federation_settings(cfg: Config, method: Method, adapter, data: FederatedDat
             raise ConfigError(f"{what}: method.name={cfg.method.name!r} sends neither its params nor a delta, so "
                               "its updates cannot be measured; use aggregation.rule: mean and no model-poisoning "
                               "attack with it")
-    dense = [key for key, on in (("secure_aggregation.enabled", cfg.secure_aggregation.enabled),
-                                 ("stragglers.rule", buffered)) if on]
-    if dense and jax.eval_shape(lambda a: method.encode(
-            jax.tree.map(lambda x: x[0], a), jax.tree.map(lambda x: x[0], a.params), jax.random.key(0),
-            RoundControl())[0].mask, adapter) is not None:
+    if dense and mask is not None:
         raise ConfigError(f"{dense[0]}: method.name={cfg.method.name!r} sends masked messages; secure aggregation "
                           "(the server must see the masks to normalise) and buffered updates need dense ones")
     classes = int(data.pool_y.max()) + 1 if cfg.attack.kind == "label_flip" else 0

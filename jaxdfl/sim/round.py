@@ -20,11 +20,12 @@ from jaxdfl.metrics import lora_covariance, neighbourhood_collision, neighbourho
 from jaxdfl.network.channels import Channel
 from jaxdfl.sim.local import make_local_train, over_devices
 from jaxdfl.sim.objective import Objective
-from jaxdfl.sim.state import RoundInputs, SimState, Variates
+from jaxdfl.sim.state import RoundInputs, SimState, where_devices
 from jaxdfl.federation.aggregators import robust_mix
 from jaxdfl.federation.buffered import arrivals, buffered_step, job_lag
 from jaxdfl.federation.privacy import central_dp_mix, local_dp
 from jaxdfl.federation.secure import secure_mix
+from jaxdfl.federation.scaffold import scaffold_variates
 from jaxdfl.federation.server import server_step
 from jaxdfl.topology.mixing import count_links, drop_columns, drop_senders, heard, mix, num_linked, row
 from jaxdfl.topology.neighbours import Neighbours
@@ -216,9 +217,9 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
             centre = part[0].params if centre_at_start else None
             poisoned = jax.vmap(poison)(message.values, centre,
                                         jax.random.split(jax.random.fold_in(k_encode, 1), k))
-            message = message._replace(values=_where_devices(pick(data.byzantine), poisoned, message.values))
+            message = message._replace(values=where_devices(pick(data.byzantine), poisoned, message.values))
         if online is not None:  # offline devices keep their round-start state
-            adapter, opt_state = _where_devices(online, (adapter, opt_state), part)
+            adapter, opt_state = where_devices(online, (adapter, opt_state), part)
         if active is not None:  # scatter back; inactive devices send an all-zero message with zero weight
             adapter, opt_state = jax.tree.map(lambda full, sub: full.at[active].set(sub),
                                               (state.adapter, state.opt_state), (adapter, opt_state))
@@ -257,7 +258,7 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
         server_state = state.server
         if available is not None:  # who heard nobody keeps its round-start state
             deaf = jnp.broadcast_to(count_links(w, True) == 0, (m,)) if server else ~available
-            adapter, opt_state = _where_devices(~deaf, (adapter, opt_state), (state.adapter, state.opt_state))
+            adapter, opt_state = where_devices(~deaf, (adapter, opt_state), (state.adapter, state.opt_state))
         if inputs.available is not None:
             metrics["online_devices"] = inputs.available[:real].sum()
         if steps is not None:  # over the online devices that trained this round
@@ -272,7 +273,7 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
             buffer_state, server_state, record = buffered_step(
                 state.buffer, due, available, updates, row(inputs.w, 0), *buffer, server_optimizer, state.server)
             metrics |= record  # who delivered downloads the global model; the rest keep what they train from
-            adapter = adapter._replace(params=_where_devices(available, jax.tree.map(
+            adapter = adapter._replace(params=where_devices(available, jax.tree.map(
                 lambda p, g: jnp.broadcast_to(g, p.shape).astype(p.dtype), adapter.params,
                 buffer_state.global_params), part[0].params))
         elif server_optimizer is not None:  # one step on the pseudo-gradient, the same for every device
@@ -306,7 +307,7 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
             metrics["covariance_fro"] = lora_covariance(trained, first if active is None else first[active])
         variates = state.variates
         if scaffold_lr:
-            variates, sent = _scaffold_variates(state.variates, part[0].params, trained, scaffold_lr, w, active,
+            variates, sent = scaffold_variates(state.variates, part[0].params, trained, scaffold_lr, w, active,
                                                 local_steps if steps is None else pick(steps), real)
             metrics["uplink_params"] += sent
             metrics["uplink_bits"] += 32.0 * sent
@@ -314,35 +315,6 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
                         buffer_state if buffer is not None else state.buffer), metrics
 
     return round_step
-
-
-def _scaffold_variates(variates: Variates, start, trained, lr: float, w, active, steps, real):
-    """SCAFFOLD's control variates after a round (option II) and the entries the delivering clients sent for
-    them. ``start``, ``trained`` are the training devices' params ``[K, ...]`` before and after local training,
-    ``steps`` their local steps; only clients the server heard (``w``) take their new c_i and count."""
-    m = jax.tree.leaves(variates.client)[0].shape[0]
-    pick = (lambda a: a) if active is None else (lambda a: a[active])
-    steps = jnp.asarray(steps, jnp.float32)
-
-    def updated(ci, c, x, y):
-        scale = 1.0 / (steps.reshape(-1, *[1] * (x.ndim - 1)) * lr)
-        return ci - c[None] + (x - y) * scale
-
-    new = jax.tree.map(updated, jax.tree.map(pick, variates.client), variates.server, start, trained)
-    if active is not None:
-        new = jax.tree.map(lambda full, sub: full.at[active].set(sub), variates.client, new)
-    delivered = heard(w) & (jnp.arange(m) < (m if real is None else real))
-    client = _where_devices(delivered, new, variates.client)
-    n = m if real is None else real
-    server = jax.tree.map(lambda c, new_ci, ci: c + jnp.sum(jnp.where(
-        delivered.reshape(-1, *[1] * c.ndim), new_ci - ci, 0.0), 0) / n, variates.server, new, variates.client)
-    per_client = sum(x[0].size for x in jax.tree.leaves(variates.client))
-    return Variates(client, server), delivered.sum() * float(per_client)
-
-
-def _where_devices(keep: jax.Array, new, old):
-    """Every leaf ``[M, ...]`` of ``new`` where ``keep`` ``[M]``, else of ``old``."""
-    return jax.tree.map(lambda a, b: jnp.where(keep.reshape(-1, *[1] * (a.ndim - 1)), a, b), new, old)
 
 
 def run_rounds(round_step: Callable, state: SimState, data: DeviceData, inputs: RoundInputs):

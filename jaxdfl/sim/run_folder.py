@@ -57,6 +57,14 @@ def _finite_or_none(value):
     return value if _finite(value) else None
 
 
+def saved_config(out: Path) -> dict:
+    """The config saved in run folder ``out`` as this jaxdfl reads it: keys added since the run started stand
+    at their defaults, so an older run still resumes."""
+    from jaxdfl.config import load_config
+
+    return load_config(yaml.safe_load((Path(out) / "config.yaml").read_text())).to_dict()
+
+
 class RunFolder:
     """The output folder of one run, claimed with :meth:`claim` before anything is written in it."""
 
@@ -109,11 +117,7 @@ class RunFolder:
         return True
 
     def saved_config(self) -> dict:
-        """The run's config as this jaxdfl reads it: keys added since the run started stand at their defaults,
-        so an older run still resumes."""
-        from jaxdfl.config import load_config
-
-        return load_config(yaml.safe_load((self.out / "config.yaml").read_text())).to_dict()
+        return saved_config(self.out)
 
     def start(self, config: dict) -> None:
         if self.primary:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 
 from jaxdfl.core import AdapterState, RoundControl
 
@@ -67,3 +68,8 @@ class RoundInputs(NamedTuple):
     positions: jax.Array | None
     available: jax.Array | None = None
     steps: jax.Array | None = None
+
+
+def where_devices(keep: jax.Array, new, old):
+    """Every leaf ``[M, ...]`` of ``new`` where ``keep`` ``[M]``, else of ``old``."""
+    return jax.tree.map(lambda a, b: jnp.where(keep.reshape(-1, *[1] * (a.ndim - 1)), a, b), new, old)
