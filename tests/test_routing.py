@@ -67,6 +67,21 @@ def test_a_run_writes_the_three_accuracies(tmp_path):
     assert 0.0 < written["routing_share_blind"] < 1.0
 
 
+def test_replicas_report_each_seeds_three_accuracies_as_its_plain_run(tmp_path):
+    """The own-adapter, oracle and share evaluations run for every replica in one program."""
+    cfg = CONFIG | {"method": {"name": "so_lora", "rank": 2}}
+    together, _ = run(cfg | {"replicas": 2}, out=tmp_path / "together", progress=False)
+    for r, seed in enumerate(together["seeds"]):
+        alone, _ = run(cfg | {"seed": seed}, out=tmp_path / f"seed{seed}", progress=False)
+        mine = together["replicas"][r]
+        for key in ("accuracy_own_adapter", "accuracy_oracle_routing", "routing_share_mean", "routing_share_blind"):
+            assert mine[key] == pytest.approx(alone[key], abs=1e-6), key
+        assert mine["per_task_accuracy_oracle_routing"] == pytest.approx(alone["per_task_accuracy_oracle_routing"],
+                                                                         abs=1e-6)
+    assert together["accuracy_oracle_routing"] == pytest.approx(
+        np.mean([rep["accuracy_oracle_routing"] for rep in together["replicas"]]))
+
+
 def test_routing_share_counts_the_top_k_components_of_each_inputs_task(trained):
     """Under by_task a device holds only experts of its own task: all that the top-k keeps comes from the
     input's task on its own task's inputs, and none of it on the others'."""

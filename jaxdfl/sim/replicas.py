@@ -59,6 +59,14 @@ def round_records(sim: Simulation, metrics: dict, rounds: range, w) -> list[dict
     return records
 
 
+ROUTED = ("own", "oracle", "share")  # the evaluations beside the mixture (jaxdfl.sim.evaluate.ROUTINGS)
+
+
+def routes(sim: Simulation) -> bool:
+    """Whether the summary reports :data:`ROUTED`: an expert mixture whose every device trained on one task."""
+    return sim.method.experts is not None and bool((sim.data.task_of_device >= 0).all())
+
+
 def evaluation_mixing(sim: Simulation, round_: int, alive) -> jax.Array | Neighbours:
     """Round ``round_``'s W as evaluation reads it: dropped devices out of everyone's experts."""
     w = jax.tree.map(jnp.asarray, sim.mixing(round_))
@@ -100,22 +108,35 @@ class Single:
         return accuracy_record(acc, self.sim, None if state.alive is None else to_host(state.alive))
 
     def summarize(self, state: SimState, records: list[dict], initial: dict, acc: np.ndarray, wall_s: float):
-        return (summarize(self.sim, state, records, initial, acc, wall_s) | self._routed(state)
+        return self._summary(state, records, initial, acc, wall_s, self._routed_evaluations(state))
+
+    def _summary(self, state: SimState, records: list[dict], initial: dict, acc: np.ndarray, wall_s: float,
+                 routed: dict | None) -> dict:
+        return (summarize(self.sim, state, records, initial, acc, wall_s) | self._routed(state, routed)
                 | _exact_match(self.sim, state))
 
-    def _routed(self, state: SimState) -> dict:
-        """Expert mixtures: the final accuracy with each device's own adapter alone, and with oracle routing
-        (each task's inputs to the held experts trained on it), beside the mixture's ``final_accuracy``."""
-        sim = self.sim
-        if sim.method.experts is None or not (sim.data.task_of_device >= 0).all():
-            return {}
+    def _routed_evaluations(self, state: SimState) -> dict | None:
+        """Expert mixtures whose devices each trained on one task: ``evaluate_fn``'s :data:`ROUTED` evaluations
+        after the last round (None for other runs)."""
+        if not routes(self.sim):
+            return None
         last = self.config.rounds - 1
-        w, stored = evaluation_mixing(sim, last, state.alive), stored_after(sim, last)
+        w, stored = evaluation_mixing(self.sim, last, state.alive), stored_after(self.sim, last)
+        return {routing: self.sim.evaluate_fn(state, w, stored, routing) for routing in ROUTED}
+
+    def _routed(self, state: SimState, routed: dict | None) -> dict:
+        """The final accuracy with each device's own adapter alone and with oracle routing (each task's inputs
+        to the held experts trained on it), beside the mixture's ``final_accuracy``, and the routing share,
+        from :meth:`_routed_evaluations`' ``routed``."""
+        if routed is None:
+            return {}
         out = {}
         for routing, key in (("own", "accuracy_own_adapter"), ("oracle", "accuracy_oracle_routing")):
-            record = self.accuracy_record(np.asarray(sim.evaluate_fn(state, w, stored, routing)), state)
+            record = self.accuracy_record(np.asarray(routed[routing]), state)
             out[key], out[f"per_task_{key}"] = record["accuracy"], record["per_task_accuracy"]
-        return out | routing_share(sim, sim.evaluate_fn(state, w, stored, "share"), np.asarray(w), stored)
+        last = self.config.rounds - 1
+        w = evaluation_mixing(self.sim, last, state.alive)
+        return out | routing_share(self.sim, routed["share"], np.asarray(w), stored_after(self.sim, last))
 
 
 class Replicas(Single):
@@ -150,14 +171,15 @@ class Replicas(Single):
         devices = (np.zeros((len(sims), 1), np.int32) if server else
                    None if samples[0] is None else np.stack(samples))
 
-        def evaluate(state, w, stored, devices, base):
+        def evaluate(state, w, stored, devices, base, routing="mixture"):
             def one(adapter, w, devices, base):
-                return first.evaluate(adapter, base, first.test, w, stored, devices)
+                return first.evaluate(adapter, base, first.test, w, stored, devices, routing)
             adapter = jax.vmap(with_global)(state.adapter, state.buffer) if buffered else state.adapter
             return jax.vmap(one, in_axes=(0, 0, None if devices is None else 0, base_axis))(
                 adapter, w, devices, base)
 
-        self._evaluate = functools.partial(jax.jit(evaluate, out_shardings=everywhere), devices=devices,
+        self._evaluate = functools.partial(jax.jit(evaluate, static_argnames="routing", out_shardings=everywhere),
+                                           devices=devices,
                                            base=data.base)
 
     def init_state(self) -> SimState:
@@ -191,9 +213,20 @@ class Replicas(Single):
 
     def evaluate(self, state: SimState, round_: int) -> np.ndarray:
         """``[S, N, T]``."""
+        return np.asarray(self._evaluate(state, self._mixing(state, round_), stored_after(self.sim, round_)))
+
+    def _mixing(self, state: SimState, round_: int):
+        """Every replica's :func:`evaluation_mixing`, stacked."""
         alive = [None] * len(self.sims) if state.alive is None else list(state.alive)
-        w = _stack([evaluation_mixing(s, round_, a) for s, a in zip(self.sims, alive)], padded=True)
-        return np.asarray(self._evaluate(state, w, stored_after(self.sim, round_)))
+        return _stack([evaluation_mixing(s, round_, a) for s, a in zip(self.sims, alive)], padded=True)
+
+    def _routed_evaluations(self, state: SimState) -> dict | None:
+        """Every replica's, in one program (``[S, ...]``)."""
+        if not routes(self.sim):
+            return None
+        last = self.config.rounds - 1
+        w, stored = self._mixing(state, last), stored_after(self.sim, last)
+        return {routing: self._evaluate(state, w, stored, routing=routing) for routing in ROUTED}
 
     def accuracy_record(self, acc: np.ndarray, state: SimState) -> dict:
         return _mean([Single(s).accuracy_record(acc[r], _replica(state, r)) for r, s in enumerate(self.sims)])
@@ -201,10 +234,12 @@ class Replicas(Single):
     def summarize(self, state: SimState, records: list[dict], initial: dict, acc: np.ndarray, wall_s: float):
         """Each replica's summary under ``replicas`` (its own records and seed), their mean at the top level
         and their standard deviation under ``std``."""
+        routed = self._routed_evaluations(state)
         per = []
         for r, s in enumerate(self.sims):
             own = [{"round": rec["round"], **rec["replicas"][r]} for rec in records]
-            per.append(Single(s).summarize(_replica(state, r), own, initial["replicas"][r], acc[r], wall_s))
+            per.append(Single(s)._summary(_replica(state, r), own, initial["replicas"][r], acc[r], wall_s,
+                                          None if routed is None else _replica(routed, r)))
         summary = _mean(per, std=True)
         del summary["std"]["seed"]
         return summary | {"seed": self.config.seed, "seeds": [s.config.seed for s in self.sims]}
