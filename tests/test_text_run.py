@@ -71,6 +71,22 @@ def test_text_run_scores_like_separate_sequences_and_learns(tiny_llama_dir, tmp_
     assert summary["state_bytes_per_device"] < summary["base_bytes"]
 
 
+def test_replicas_generate_each_seeds_answers_and_the_base_once(tiny_llama_dir, tmp_path, monkeypatch):
+    """Each replica's exact match is its plain run's; the base's is generated once (one base, one test set)."""
+    from jaxdfl.sim import text_eval
+
+    generated, exact_match_by_task = [], text_eval.exact_match_by_task
+    monkeypatch.setattr(text_eval, "exact_match_by_task",
+                        lambda sim, state, *a: generated.append(state is None) or exact_match_by_task(sim, state, *a))
+    cfg = text_config(tiny_llama_dir) | {"rounds": 1}
+    together, _ = jaxdfl.run(cfg | {"replicas": 2}, out=tmp_path / "together", progress=False)
+    assert sorted(generated) == [False, False, True]  # each seed's adapted models, the base once
+    for r, seed in enumerate(together["seeds"]):
+        alone, _ = jaxdfl.run(cfg | {"seed": seed}, out=tmp_path / f"seed{seed}", progress=False)
+        for key in ("exact_match", "initial_exact_match"):
+            assert together["replicas"][r][key] == pytest.approx(alone[key]), key
+
+
 def test_proposed_method_runs_on_text_with_clusters(tiny_llama_dir, tmp_path):
     cfg = text_config(tiny_llama_dir, name="so_lora", density=0.2, moe_top_k=2, calib_examples=4)
     cfg["topology"] = {"name": "clusters", "exchange_every": 1}

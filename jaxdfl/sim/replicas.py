@@ -108,12 +108,13 @@ class Single:
         return accuracy_record(acc, self.sim, None if state.alive is None else to_host(state.alive))
 
     def summarize(self, state: SimState, records: list[dict], initial: dict, acc: np.ndarray, wall_s: float):
-        return self._summary(state, records, initial, acc, wall_s, self._routed_evaluations(state))
+        return self._summary(state, records, initial, acc, wall_s, self._routed_evaluations(state),
+                             _base_exact_match(self.sim))
 
     def _summary(self, state: SimState, records: list[dict], initial: dict, acc: np.ndarray, wall_s: float,
-                 routed: dict | None) -> dict:
+                 routed: dict | None, base_exact_match: dict | None) -> dict:
         return (summarize(self.sim, state, records, initial, acc, wall_s) | self._routed(state, routed)
-                | _exact_match(self.sim, state))
+                | _exact_match(self.sim, state, base_exact_match))
 
     def _routed_evaluations(self, state: SimState) -> dict | None:
         """Expert mixtures whose devices each trained on one task: ``evaluate_fn``'s :data:`ROUTED` evaluations
@@ -235,11 +236,14 @@ class Replicas(Single):
         """Each replica's summary under ``replicas`` (its own records and seed), their mean at the top level
         and their standard deviation under ``std``."""
         routed = self._routed_evaluations(state)
+        shared_base = self.config.model.checkpoint != "random"  # else each seed draws its own base
+        base_em = _base_exact_match(self.sim) if shared_base else None
         per = []
         for r, s in enumerate(self.sims):
             own = [{"round": rec["round"], **rec["replicas"][r]} for rec in records]
             per.append(Single(s)._summary(_replica(state, r), own, initial["replicas"][r], acc[r], wall_s,
-                                          None if routed is None else _replica(routed, r)))
+                                          None if routed is None else _replica(routed, r),
+                                          base_em if shared_base else _base_exact_match(s)))
         summary = _mean(per, std=True)
         del summary["std"]["seed"]
         return summary | {"seed": self.config.seed, "seeds": [s.config.seed for s in self.sims]}
@@ -270,15 +274,24 @@ def build_runner(cfg, status: Callable[[str], None] = lambda message: None) -> S
     return Replicas(sims, cfg)
 
 
-def _exact_match(sim: Simulation, state: SimState) -> dict:
-    """Text runs: exact match of generated answers, adapted and base."""
+def _base_exact_match(sim: Simulation) -> dict | None:
+    """Text runs: the frozen base's exact match per task (None for other runs)."""
     if sim.data.test_examples is None:
+        return None
+    from jaxdfl.sim.text_eval import exact_match_by_task
+
+    return exact_match_by_task(sim, None, None)
+
+
+def _exact_match(sim: Simulation, state: SimState, base: dict | None) -> dict:
+    """Text runs: exact match of generated answers, adapted and (``base``, :func:`_base_exact_match`) base."""
+    if base is None:
         return {}
     from jaxdfl.sim.text_eval import exact_match_by_task
 
     last = sim.config.rounds - 1
     return {"exact_match": exact_match_by_task(sim, state, sim.topology.mixing(last), stored_after(sim, last)),
-            "initial_exact_match": exact_match_by_task(sim, None, None)}
+            "initial_exact_match": base}
 
 
 def _stack(trees: list, padded: bool = False):
