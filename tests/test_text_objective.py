@@ -196,6 +196,16 @@ def test_encode_packs_chat_prompt_and_every_reply(tokenizer):
         text_encoding.encode(TEXT_EXAMPLES, tokenizer, max_tokens=max(lengths) - 1)
 
 
+def test_end_of_turn_falls_back_to_end_of_sequence_without_chatml():
+    transformers = pytest.importorskip("transformers", reason="a real tokenizer object needs transformers")
+    tokenizers = pytest.importorskip("tokenizers")
+    vocab = {"<unk>": 0, "</s>": 1, "yes": 2}
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<unk>"))
+    plain = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="</s>")
+    assert text_encoding.end_of_turn(plain) == 1
+    assert text_encoding.reply_ids(plain, "yes") == [2, 1]
+
+
 def test_encoded_examples_score_like_separate_sequences(tokenizer, params):
     assert len(tokenizer) <= SPEC.vocab_size
     x, _, num_choices, reply_tokens = text_encoding.encode(TEXT_EXAMPLES, tokenizer, max_tokens=64)

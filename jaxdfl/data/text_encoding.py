@@ -42,7 +42,10 @@ def reply_ids(tokenizer, reply: str) -> list[int]:
 
 
 def end_of_turn(tokenizer) -> int:
-    return tokenizer.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in tokenizer.get_vocab() else (
+    """ChatML's ``<|im_end|>`` where the vocabulary has it, else the end-of-sequence token. (A lookup, not
+    ``get_vocab()``, which copies the whole vocabulary: 16 ms per reply for SmolLM2.)"""
+    token = tokenizer.convert_tokens_to_ids("<|im_end|>")  # the unknown token's id (or None) when absent
+    return token if token is not None and tokenizer.convert_ids_to_tokens(token) == "<|im_end|>" else (
         tokenizer.eos_token_id)
 
 
