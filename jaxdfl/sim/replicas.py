@@ -180,8 +180,7 @@ class Replicas(Single):
                 adapter, w, devices, base)
 
         self._evaluate = functools.partial(jax.jit(evaluate, static_argnames="routing", out_shardings=everywhere),
-                                           devices=devices,
-                                           base=data.base)
+                                           devices=devices, base=data.base)
 
     def init_state(self) -> SimState:
         keys = [jax.random.fold_in(jax.random.key(s.config.seed), 0) for s in self.sims]
