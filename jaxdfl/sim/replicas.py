@@ -24,6 +24,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from jaxdfl.federation.buffered import buffer_sharding, with_global
 from jaxdfl.federation.privacy import epsilon_after
 from jaxdfl.sim.build import Simulation, build_simulation, load_model
+from jaxdfl.sim.evaluate import ROUTINGS
 from jaxdfl.sim.mesh import DEVICE_AXIS, replicated
 from jaxdfl.sim.padding import real_part
 from jaxdfl.sim.processes import to_host
@@ -59,7 +60,7 @@ def round_records(sim: Simulation, metrics: dict, rounds: range, w) -> list[dict
     return records
 
 
-ROUTED = ("own", "oracle", "share")  # the evaluations beside the mixture (jaxdfl.sim.evaluate.ROUTINGS)
+ROUTED = tuple(r for r in ROUTINGS if r != "mixture")  # the summary's evaluations beside the mixture
 
 
 def routes(sim: Simulation) -> bool:
@@ -118,12 +119,12 @@ class Single:
 
     def _routed_evaluations(self, state: SimState) -> dict | None:
         """Expert mixtures whose devices each trained on one task: ``evaluate_fn``'s :data:`ROUTED` evaluations
-        after the last round (None for other runs)."""
+        after the last round, and under ``"mixing"`` the W they read (None for other runs)."""
         if not routes(self.sim):
             return None
         last = self.config.rounds - 1
         w, stored = evaluation_mixing(self.sim, last, state.alive), stored_after(self.sim, last)
-        return {routing: self.sim.evaluate_fn(state, w, stored, routing) for routing in ROUTED}
+        return {routing: self.sim.evaluate_fn(state, w, stored, routing) for routing in ROUTED} | {"mixing": w}
 
     def _routed(self, state: SimState, routed: dict | None) -> dict:
         """The final accuracy with each device's own adapter alone and with oracle routing (each task's inputs
@@ -135,9 +136,8 @@ class Single:
         for routing, key in (("own", "accuracy_own_adapter"), ("oracle", "accuracy_oracle_routing")):
             record = self.accuracy_record(np.asarray(routed[routing]), state)
             out[key], out[f"per_task_{key}"] = record["accuracy"], record["per_task_accuracy"]
-        last = self.config.rounds - 1
-        w = evaluation_mixing(self.sim, last, state.alive)
-        return out | routing_share(self.sim, routed["share"], np.asarray(w), stored_after(self.sim, last))
+        stored = stored_after(self.sim, self.config.rounds - 1)
+        return out | routing_share(self.sim, routed["share"], np.asarray(routed["mixing"]), stored)
 
 
 class Replicas(Single):
@@ -226,7 +226,7 @@ class Replicas(Single):
             return None
         last = self.config.rounds - 1
         w, stored = self._mixing(state, last), stored_after(self.sim, last)
-        return {routing: self._evaluate(state, w, stored, routing=routing) for routing in ROUTED}
+        return {routing: self._evaluate(state, w, stored, routing=routing) for routing in ROUTED} | {"mixing": w}
 
     def accuracy_record(self, acc: np.ndarray, state: SimState) -> dict:
         return _mean([Single(s).accuracy_record(acc[r], _replica(state, r)) for r, s in enumerate(self.sims)])
