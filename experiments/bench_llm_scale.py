@@ -139,10 +139,9 @@ def main():
         return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    passed = [a for a in sys.argv[1:] if a not in ("--case",)]
     rows = []
     for devices in args.devices:
-        done = subprocess.run([sys.executable, __file__, *passed, "--case", str(devices)], capture_output=True,
+        done = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--case", str(devices)], capture_output=True,
                               text=True)
         if done.returncode:
             print(f"{devices} devices: failed\n{done.stderr[-1500:]}", flush=True)
