@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import write_rows_csv
+from common import time_rounds, write_rows_csv
 
 
 def case_overrides(devices: int, args) -> list[str]:
@@ -82,20 +82,9 @@ def one_case(devices: int, args) -> dict:
     sim = build_simulation(cfg)
     state = sim.init_fn(jax.random.key(0))
     build_s = time.perf_counter() - t
-    t = time.perf_counter()
-    state, _ = sim.run_rounds(state, sim.inputs(0, 1))
-    jax.block_until_ready(state)
-    first_s = time.perf_counter() - t
-    times = []
-    for r in range(1, args.rounds + 1):
-        inputs = sim.inputs(r, r + 1)
-        t = time.perf_counter()
-        state, metrics = sim.run_rounds(state, inputs)
-        jax.block_until_ready((state, metrics))
-        times.append(time.perf_counter() - t)
-    round_s = sorted(times)[len(times) // 2]
+    first_s, round_s = time_rounds(sim, state, args.rounds)
     seq = sim.data.pool_x.shape[-1]  # prompt and every choice packed into one row, padded to the longest
-    del state, sim
+    del sim
     flops = devices * cfg.local_steps * device_step_flops(args)
     peak = matmul_peak(args.dtype, n=args.peak_n)
     tokens = devices * cfg.local_steps * cfg.batch_size * seq

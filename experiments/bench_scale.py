@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import write_rows_csv
+from common import time_rounds, write_rows_csv
 
 
 def mixing_alone(sizes: list[int], widths: list[int], repeats: int = 3) -> list[dict]:
@@ -112,18 +112,7 @@ def one_case(topology: str, devices: int, form: str, rounds: int, chunk: int = 0
     (fresh.neighbours if sim.sparse_mixing else fresh.mixing)(0)
     draw_s = time.perf_counter() - t
     state = sim.init_fn(jax.random.key(0))
-    t = time.perf_counter()  # the first round: compiling it, and running it once
-    state, _ = sim.run_rounds(state, sim.inputs(0, 1))  # the run's own program, which donates the state
-    jax.block_until_ready(state)
-    compile_s = time.perf_counter() - t
-    times = []
-    for r in range(1, rounds + 1):
-        inputs = sim.inputs(r, r + 1)
-        t = time.perf_counter()
-        state, metrics = sim.run_rounds(state, inputs)
-        jax.block_until_ready((state, metrics))
-        times.append(time.perf_counter() - t)
-    round_s = sorted(times)[len(times) // 2]
+    compile_s, round_s = time_rounds(sim, state, rounds)  # the first round: compiling it, and running it once
     return {"topology": topology, "devices": devices, "form": form, "overrides": " ".join(extra),
             "sparse_used": sim.sparse_mixing,
             "backend": jax.default_backend(),

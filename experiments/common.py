@@ -1,4 +1,5 @@
-"""Shared by the experiment scripts: run a grid of configs through ``jaxdfl.run`` and collect their curves."""
+"""Shared by the experiment scripts: run a grid of configs through ``jaxdfl.run`` and collect their curves; time
+a simulation's rounds."""
 
 from __future__ import annotations
 
@@ -51,6 +52,25 @@ def _saved_config(run_dir: Path) -> dict | None:
         return saved_config(run_dir)
     except (OSError, jaxdfl.errors.UserError, yaml.YAMLError):
         return None
+
+
+def time_rounds(sim, state, rounds: int) -> tuple[float, float]:
+    """Seconds of the first round (compiling the round program, then running it) and the median of the next
+    ``rounds``, each run as the simulation's own program (which donates ``state``) and waited for."""
+    import jax
+
+    t = time.perf_counter()
+    state, _ = sim.run_rounds(state, sim.inputs(0, 1))
+    jax.block_until_ready(state)
+    first_s = time.perf_counter() - t
+    times = []
+    for r in range(1, rounds + 1):
+        inputs = sim.inputs(r, r + 1)
+        t = time.perf_counter()
+        state, metrics = sim.run_rounds(state, inputs)
+        jax.block_until_ready((state, metrics))
+        times.append(time.perf_counter() - t)
+    return first_s, sorted(times)[len(times) // 2]
 
 
 def write_rows_csv(path: Path, rows: list[dict]) -> None:
