@@ -6,7 +6,7 @@ cannot go (the GPU machine is offline, and the 94 MiB GGUF exceeds what one call
 
 The directory is then a Hugging Face Llama directory that ``model.checkpoint`` accepts: the same sizes, chat
 template and tokenizer as SmolLM2-135M-Instruct, so the same sequences and the same FLOPs per step; what it
-learns and its accuracies mean nothing. ``weights`` needs only numpy and safetensors.
+learns and its accuracies mean nothing.
 """
 
 from __future__ import annotations
@@ -35,22 +35,20 @@ def write_tokenizer(directory: Path) -> None:
 
 
 def write_weights(directory: Path, seed: int = 0) -> None:
-    """model.safetensors: every tensor a Llama decoder of config.json's sizes needs, N(0, 0.02) (norms: ones)."""
+    """model.safetensors: every tensor a Llama decoder of config.json's sizes needs, N(0, 0.02) (norms: ones),
+    named and shaped as Hugging Face stores them (torch's [out, in])."""
     from safetensors.numpy import save_file
 
-    c = json.loads((directory / "config.json").read_text())
-    d, f, hd, v = c["hidden_size"], c["intermediate_size"], c["head_dim"], c["vocab_size"]
-    q, kv = c["num_attention_heads"] * hd, c["num_key_value_heads"] * hd
-    shapes = {"model.embed_tokens.weight": (v, d), "model.norm.weight": (d,)}
-    for i in range(c["num_hidden_layers"]):
-        layer = f"model.layers.{i}"
-        shapes |= {f"{layer}.self_attn.q_proj.weight": (q, d), f"{layer}.self_attn.k_proj.weight": (kv, d),
-                   f"{layer}.self_attn.v_proj.weight": (kv, d), f"{layer}.self_attn.o_proj.weight": (d, q),
-                   f"{layer}.mlp.gate_proj.weight": (f, d), f"{layer}.mlp.up_proj.weight": (f, d),
-                   f"{layer}.mlp.down_proj.weight": (d, f), f"{layer}.input_layernorm.weight": (d,),
-                   f"{layer}.post_attention_layernorm.weight": (d,)}
-    if not c["tie_word_embeddings"]:
-        shapes["lm_head.weight"] = (v, d)
+    from jaxdfl.export import hf_module
+    from jaxdfl.models.decoder import DecoderSpec, linear_shapes
+
+    spec = DecoderSpec.from_hf_config(json.loads((directory / "config.json").read_text()))
+    d = spec.hidden_size
+    shapes = {"model.embed_tokens.weight": (spec.vocab_size, d), "model.norm.weight": (d,)}
+    for i in range(spec.num_layers):
+        shapes |= {f"model.layers.{i}.{norm}.weight": (d,) for norm in ("input_layernorm", "post_attention_layernorm")}
+    shapes |= {f"{hf_module(name, spec)}.weight": (fan_out, fan_in)
+               for name, (fan_in, fan_out) in linear_shapes(spec).items() if name != "head" or not spec.tie_embeddings}
     rng = np.random.default_rng(seed)
     tensors = {name: (np.ones(shape) if len(shape) == 1 else 0.02 * rng.standard_normal(shape, np.float32))
                .astype(np.float16) for name, shape in shapes.items()}
