@@ -148,3 +148,31 @@ def test_a_fedbuff_run_exports_the_servers_model_and_peft_gives_its_logits(tiny_
     with torch.no_grad():
         got = adapted(torch.tensor(tokens)).logits.numpy()
     assert np.abs(got - want).max() <= 1e-4
+
+
+def test_exact_match_leaves_dropped_devices_out(tiny_llama_dir, monkeypatch):
+    """A dropped device neither answers nor lends its expert to the generated answers, as in the
+    multiple-choice evaluations."""
+    from jaxdfl.sim import replicas, text_eval
+
+    cfg = text_config(tiny_llama_dir, name="so_lora", density=0.2, moe_top_k=2, calib_examples=4)
+    cfg |= {"num_devices": 4, "on_nonfinite": "drop_device", "topology": {"name": "full"}}
+    sim = jaxdfl.build_simulation(jaxdfl.load_config(cfg))
+    state = sim.init_fn(jax.random.key(0))
+    first_reader = int(np.flatnonzero(sim.data.task_of_device == 0)[0])
+    state = state._replace(alive=state.alive.at[first_reader].set(False))
+    seen_w, answering = [], []
+    expert_views = text_eval.expert_views
+    monkeypatch.setattr(text_eval, "expert_views",
+                        lambda e, w, s: seen_w.append(np.asarray(w)) or expert_views(e, w, s))
+    monkeypatch.setattr(text_eval, "generate_answers",
+                        lambda *a: answering.append(a[-1]) or [""] * len(a[3]))
+    replicas._exact_match(sim, state, base={})
+    w = seen_w[0]
+    others = np.arange(4) != first_reader
+    assert (w[others, first_reader] == 0).all() and np.allclose(w[others].sum(1), 1.0)
+    (own, view), _ = answering
+    assert not np.asarray(view.held)[first_reader]
+    reader = int(np.flatnonzero((sim.data.task_of_device == 0) & others)[0])
+    same = jax.tree.map(lambda a, b: np.array_equal(a, b[reader]), own, state.adapter)
+    assert all(jax.tree.leaves(same))

@@ -283,13 +283,16 @@ def _base_exact_match(sim: Simulation) -> dict | None:
 
 
 def _exact_match(sim: Simulation, state: SimState, base: dict | None) -> dict:
-    """Text runs: exact match of generated answers, adapted and (``base``, :func:`_base_exact_match`) base."""
+    """Text runs: exact match of generated answers, adapted and (``base``, :func:`_base_exact_match`) base. The
+    adapted answers read W as the multiple-choice evaluations do (:func:`evaluation_mixing`: no dropped
+    device's expert) and come from a device still alive."""
     if base is None:
         return {}
     from jaxdfl.sim.text_eval import exact_match_by_task
 
     last = sim.config.rounds - 1
-    return {"exact_match": exact_match_by_task(sim, state, sim.topology.mixing(last), stored_after(sim, last)),
+    w = evaluation_mixing(sim, last, state.alive)
+    return {"exact_match": exact_match_by_task(sim, state, w, stored_after(sim, last)),
             "initial_exact_match": base}
 
 

@@ -2,8 +2,8 @@
 
 Multiple-choice log-likelihood is the engine's evaluation (every device, every task, every round it
 evaluates). Generation costs several forward passes per answer, so this runs once, at the end of a run, and
-each task is answered by one device: the first that trained on it (devices with mixed data: device
-``t mod M`` for task t). Methods with an implicit mixture of experts answer with every expert the device holds.
+each task is answered by one device: the first still alive that trained on it (devices with mixed data:
+device ``t mod M`` for task t). Methods with an implicit mixture of experts answer with every expert the device holds.
 """
 
 from __future__ import annotations
@@ -14,15 +14,23 @@ import numpy as np
 from jaxdfl.core import adapter_hook, expert_views
 from jaxdfl.models.generate import exact_match, generate_answers
 from jaxdfl.sim.build import Simulation
+from jaxdfl.sim.processes import to_host
 from jaxdfl.sim.state import SimState
 
 
 MAX_NEW_TOKENS = 8  # the generated tasks' answers take at most 4 tokens with the end of turn
 
 
-def answering_device(task_of_device: np.ndarray, task: int) -> int:
-    own = np.flatnonzero(task_of_device == task)
-    return int(own[0]) if len(own) else task % len(task_of_device)
+def answering_device(task_of_device: np.ndarray, task: int, alive: np.ndarray | None = None) -> int:
+    """The device whose model answers ``task``'s generated questions: the first one (alive, where ``alive``
+    ``[M]`` is given and some are) that trained on the task, else device ``task mod M``."""
+    m = len(task_of_device)
+    alive = np.ones(m, bool) if alive is None or not np.asarray(alive)[:m].any() else np.asarray(alive)[:m]
+    own = np.flatnonzero((task_of_device == task) & alive)
+    if len(own):
+        return int(own[0])
+    anyone = np.flatnonzero(alive)
+    return int(anyone[task % len(anyone)])
 
 
 def exact_match_by_task(sim: Simulation, state: SimState | None, w, stored: float = 0.0) -> dict[str, float]:
@@ -42,7 +50,7 @@ def exact_match_by_task(sim: Simulation, state: SimState | None, w, stored: floa
     for t, (name, examples) in enumerate(zip(data.task_names, data.test_examples)):
         args = None
         if state is not None:
-            i = answering_device(data.task_of_device, t)
+            i = answering_device(data.task_of_device, t, to_host(state.alive))
             own = jax.tree.map(lambda a: a[i], adapters)
             view = None if views is None else views._replace(held=views.held[i], stored=views.stored[i],
                                                              index=views.index[i])
