@@ -10,6 +10,7 @@ import pytest
 import toy
 from jaxdfl.adapters import lora
 from jaxdfl.core import RoundControl
+from jaxdfl.sim.local import over_devices
 from jaxdfl.sim.round import run_rounds
 from jaxdfl.sim.state import RoundInputs
 from jaxdfl.topology import graphs
@@ -97,12 +98,36 @@ def test_exchange_rounds_count_every_device_as_a_sender(data):
     assert int(metrics["senders"][0]) == M and float(metrics["uplink_params"][0]) == M * toy.C
 
 
-def test_device_chunks_give_the_same_round(data):
+@pytest.mark.parametrize("chunk, active", [(4, None), (2, [[0, 2, 3, 5], [1, 2, 4, 5]]), (8, None)],
+                         ids=["one-and-a-part", "sampled-whole-groups", "more-than-M"])
+def test_device_chunks_give_the_same_round(data, chunk, active):
     method = lora(rank=2)
     state = toy.init_states(method, optax.adam(0.1), M)
-    results = [run_rounds(toy.round_step(method, optax.adam(0.1), device_chunk=chunk), state, data,
-                          inputs([RING, RING])) for chunk in (0, 4)]  # 6 devices = 4 + 2
+    results = [run_rounds(toy.round_step(method, optax.adam(0.1), device_chunk=c), state, data,
+                          inputs([RING, RING], active)) for c in (0, chunk)]
     chex.assert_trees_all_close(results[0], results[1], rtol=1e-6, atol=1e-7)
+
+
+def test_device_chunks_update_the_state_in_place():
+    """With ``carried``, the groups write the new state over the old (donated) one: the program's temporaries
+    hold one group's worth, where ``lax.map`` stacks a second copy of the whole state."""
+    m, p = 256, 1024
+
+    def step(scale, mine):
+        params, moment, x = mine
+        g = jnp.tanh(params * scale + x)
+        return params - 0.1 * g, 0.9 * moment + g, g.sum()
+
+    state_bytes = 2 * m * p * 4
+    temporaries = {}
+    for carried in (0, 2):
+        mapped = over_devices(step, 32, carried)
+        program = jax.jit(lambda s, a, b, x: mapped(s, (a, b, x)), donate_argnums=(1, 2))
+        args = (jnp.float32(2.0), jnp.ones((m, p)), jnp.zeros((m, p)), jnp.ones((m, 1)))
+        temporaries[carried] = program.lower(*args).compile().memory_analysis().temp_size_in_bytes
+        expected = jax.vmap(step, in_axes=(None, 0))(*args[:1], args[1:])
+        chex.assert_trees_all_close(program(*args), expected, rtol=1e-6)
+    assert temporaries[0] >= state_bytes > 4 * temporaries[2]
 
 
 def test_gradient_flows_through_the_mixing_matrix(data):

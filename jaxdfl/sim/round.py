@@ -143,7 +143,7 @@ def make_round_step(objective: Objective, method: Method, optimizer, *, local_st
         return local_train(adapter, opt_state, base, x, y, index, n, key,
                            None if view is None else view._replace(experts=experts), flip, steps, correction)
 
-    train_all = over_devices(train, device_chunk)
+    train_all = over_devices(train, device_chunk, carried=2)  # a device's adapter and optimizer state
     through_experts = method.experts is not None and method.experts.train_through
 
     def round_step(state: SimState, data: DeviceData, inputs: RoundInputs):
