@@ -110,8 +110,9 @@ def test_device_chunks_give_the_same_round(data, chunk, active):
 
 def test_device_chunks_update_the_state_in_place():
     """With ``carried``, the groups write the new state over the old (donated) one: the program's temporaries
-    hold one group's worth, where ``lax.map`` stacks a second copy of the whole state."""
-    m, p = 256, 1024
+    hold a few groups' worth (1/32 of the state each), where ``lax.map`` stacks a second copy of the whole
+    state."""
+    m, p = 512, 512
 
     def step(scale, mine):
         params, moment, x = mine
@@ -121,7 +122,7 @@ def test_device_chunks_update_the_state_in_place():
     state_bytes = 2 * m * p * 4
     temporaries = {}
     for carried in (0, 2):
-        mapped = over_devices(step, 32, carried)
+        mapped = over_devices(step, 16, carried)
         program = jax.jit(lambda s, a, b, x: mapped(s, (a, b, x)), donate_argnums=(1, 2))
         args = (jnp.float32(2.0), jnp.ones((m, p)), jnp.zeros((m, p)), jnp.ones((m, 1)))
         temporaries[carried] = program.lower(*args).compile().memory_analysis().temp_size_in_bytes

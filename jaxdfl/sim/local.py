@@ -42,7 +42,12 @@ def over_devices(fn: Callable, chunk: int = 0, carried: int = 0) -> Callable:
         extra = jax.tree.map(lambda s: jnp.zeros((m, *s.shape[1:]), s.dtype), shapes)
 
         def run(start, size, carry):
-            out = group(shared, jax.tree.map(take(start, size), (*carry[0], *rest)))
+            # A conditional XLA cannot fold materialises the group's old state before anything is written. With
+            # the reads fused into the writes (Adam at E = 1 local step), XLA copied the whole state in every
+            # group; XLA:CPU drops optimization barriers, which would say this more plainly.
+            mine = jax.tree.map(take(start, size), (*carry[0], *rest))
+            out = jax.lax.cond(start >= 0, lambda x: group(shared, x),
+                               lambda x: jax.tree.map(jnp.zeros_like, jax.eval_shape(group, shared, x)), mine)
             return jax.tree.map(put(start), carry, (tuple(out[:carried]), tuple(out[carried:])))
 
         full, tail = divmod(m, size)
