@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The benchmarks on a machine with a GPU and JAX for CUDA already installed (jaxdfl need not be: it runs from
 # this checkout). Results go to $OUT (default experiments/results/gpu). PARTS picks what runs: topk (the
-# selections and the Pallas kernel, 2 × 2 minutes at most), scale (tiny-ViT rounds up to 131,072 devices, 7
+# selections and the Pallas kernel, 2 × 2 minutes at most), scale (tiny-ViT rounds up to 262,144 devices, 7
 # minutes at most; about 8 minutes with topk on one H200) and llm (SmolLM2-135M with LoRA: devices per chip
 # and MFU, 7 minutes at most). The llm part runs SmolLM2's real weights where they are installed, else its shape
 # with random weights (carry results/smollm2_shape: docs/benchmarks.md, "SmolLM2 at scale").
@@ -26,9 +26,10 @@ JAXDFL_TOPK_KERNEL=pallas timeout 120 python3 bench_topk.py --out "$OUT/topk_pal
     | tee "$OUT/topk_pallas/bench_topk.log" || echo "bench_topk with JAXDFL_TOPK_KERNEL=pallas failed: see its log"
 fi
 if [[ $PARTS == *" scale "* ]]; then
-# whole rounds of the tiny ViT: sparse (neighbour lists) from 4,096 to 131,072 devices, dense up to 16,384
-timeout 420 python3 bench_scale.py --devices 4096 16384 65536 131072 --dense-max 16384 --topologies ring \
-    --rounds 3 --chunk 32768 --mix-sizes 4096 16384 --out "$OUT" 2>&1 | tee "$OUT/bench_scale.log"
+# whole rounds of the tiny ViT: sparse (neighbour lists) from 4,096 to 262,144 devices, dense up to 16,384. Groups
+# of 8,192 devices: one group's activations take about 19 GiB (XLA's plan on CPU: 60.7 GiB for 262,144 devices)
+timeout 420 python3 bench_scale.py --devices 4096 16384 65536 131072 262144 --dense-max 16384 --topologies ring \
+    --rounds 2 --chunk 8192 --mix-sizes 4096 16384 --out "$OUT" 2>&1 | tee "$OUT/bench_scale.log"
 fi
 if [[ $PARTS == *" llm "* ]]; then
 # SmolLM2-135M-Instruct, LoRA r = 8 on every map, bf16 base: how many devices one chip holds, and the MFU. Its

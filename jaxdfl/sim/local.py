@@ -24,7 +24,8 @@ def over_devices(fn: Callable, chunk: int = 0, carried: int = 0) -> Callable:
     ``carried`` > 0 (with ``chunk`` > 0): ``mine`` and ``fn``'s outputs are tuples whose first ``carried``
     entries are a device's state before and after (same trees). The groups then run in a ``fori_loop`` that
     writes each group's new state over its old one, so the program holds the state once where ``lax.map``
-    would stack the new state into a second buffer (at 100,000 devices with Adam, 12 GiB more).
+    would stack the new state into a second buffer (10 GiB of the 27.7 GiB a round of 102,400 tiny-ViT devices
+    with Adam needed).
     """
     if chunk <= 0:
         return jax.vmap(fn, in_axes=(None, 0))
@@ -37,8 +38,8 @@ def over_devices(fn: Callable, chunk: int = 0, carried: int = 0) -> Callable:
         state, rest = tuple(mine[:carried]), tuple(mine[carried:])
         take = lambda start, size: lambda a: jax.lax.dynamic_slice_in_dim(a, start, size)  # noqa: E731
         put = lambda start: lambda whole, part: jax.lax.dynamic_update_slice_in_dim(whole, part, start, 0)  # noqa: E731
-        size = min(chunk, m)
-        shapes = jax.eval_shape(group, shared, jax.tree.map(take(0, size), mine))[carried:]
+        per_group = min(chunk, m)
+        shapes = jax.eval_shape(group, shared, jax.tree.map(take(0, per_group), mine))[carried:]
         extra = jax.tree.map(lambda s: jnp.zeros((m, *s.shape[1:]), s.dtype), shapes)
 
         def run(start, size, carry):
@@ -50,10 +51,10 @@ def over_devices(fn: Callable, chunk: int = 0, carried: int = 0) -> Callable:
                                lambda x: jax.tree.map(jnp.zeros_like, jax.eval_shape(group, shared, x)), mine)
             return jax.tree.map(put(start), carry, (tuple(out[:carried]), tuple(out[carried:])))
 
-        full, tail = divmod(m, size)
-        carry = jax.lax.fori_loop(0, full, lambda i, c: run(i * size, size, c), (state, extra))
+        full, tail = divmod(m, per_group)
+        carry = jax.lax.fori_loop(0, full, lambda i, c: run(i * per_group, per_group, c), (state, extra))
         if tail:
-            carry = run(full * size, tail, carry)
+            carry = run(full * per_group, tail, carry)
         return (*carry[0], *carry[1])
 
     return in_place

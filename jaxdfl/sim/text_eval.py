@@ -3,7 +3,8 @@
 Multiple-choice log-likelihood is the engine's evaluation (every device, every task, every round it
 evaluates). Generation costs several forward passes per answer, so this runs once, at the end of a run, and
 each task is answered by one device: the first still alive that trained on it (devices with mixed data:
-device ``t mod M`` for task t). Methods with an implicit mixture of experts answer with every expert the device holds.
+device ``t mod M`` for task t). Methods with an implicit mixture of experts answer with every expert the
+device holds.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ MAX_NEW_TOKENS = 8  # the generated tasks' answers take at most 4 tokens with th
 
 
 def answering_device(task_of_device: np.ndarray, task: int, alive: np.ndarray | None = None) -> int:
-    """The device whose model answers ``task``'s generated questions: the first one (alive, where ``alive``
-    ``[M]`` is given and some are) that trained on the task, else device ``task mod M``."""
+    """The device whose model answers ``task``'s generated questions: the first that trained on the task,
+    else device ``task mod M``; where ``alive`` ``[M]`` is given (and some are), among the devices alive."""
     m = len(task_of_device)
     alive = np.ones(m, bool) if alive is None or not np.asarray(alive)[:m].any() else np.asarray(alive)[:m]
     own = np.flatnonzero((task_of_device == task) & alive)
