@@ -183,6 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"jaxdfl: error: {one_line(err)}", file=sys.stderr)
         return 2
+    except MemoryError as err:  # numpy on the host, sized by what was asked (num_devices, examples per device)
+        print(f"jaxdfl: error: out of host memory: {one_line(err) or 'MemoryError'}; ask for fewer devices or "
+              "less data per device", file=sys.stderr)
+        return 2
     except Diverged as err:
         print(f"jaxdfl: {one_line(err)}", file=sys.stderr)
         return 3

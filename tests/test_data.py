@@ -105,6 +105,11 @@ def test_too_many_devices_is_a_clear_error():
         build(DataConfig(), num_devices=10_000, seed=0)
     with pytest.raises(ConfigError, match="fewer than the 4 tasks"):
         build(DataConfig(), num_devices=3, seed=0)
+    # found by test_fuzz_cli: examples_per_device=223127027 ran out of memory before any message
+    pool = len(build(DataConfig(), num_devices=4, seed=0).pool_y)
+    assert build(DataConfig(examples_per_device=pool), num_devices=4, seed=0).index.shape == (4, pool)
+    with pytest.raises(ConfigError, match=f"examples_per_device={pool + 1}: more than the {pool} training"):
+        build(DataConfig(examples_per_device=pool + 1), num_devices=4, seed=0)
 
 
 def test_unknown_tasks_are_named_before_anything_is_built():

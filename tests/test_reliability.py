@@ -201,3 +201,16 @@ def test_strict_replaces_non_finite_numbers_inside_nested_dicts():
     assert out == {"a": 1.0, "per_layer": {"q": None, "k": 0.5}, "b": None, "ok": {"x": 2.0},
                    "nonfinite": ["per_layer", "b"]}
     assert strict({"a": 1.0, "d": {"x": 2.0}}) == {"a": 1.0, "d": {"x": 2.0}}
+
+
+def test_running_out_of_host_memory_while_building_is_one_line(tmp_path, monkeypatch, capsys):
+    """numpy's MemoryError (sized by what was asked, e.g. a billion devices) ends in exit 2 and one line."""
+    from jaxdfl import data
+
+    def too_big(*args, **kwargs):
+        raise MemoryError("Unable to allocate 29.8 GiB for an array with shape (1000000000, 8) and data type int32")
+
+    monkeypatch.setattr(data, "build", too_big)
+    assert main(["run", light_yaml(tmp_path), "--check", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("jaxdfl: error: out of host memory: Unable to allocate 29.8 GiB")

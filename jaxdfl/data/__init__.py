@@ -138,6 +138,9 @@ def build(data_cfg, num_devices: int, seed: int, tokenizer=None) -> FederatedDat
     y_pool = np.concatenate([s.y_train for s in splits])
     task_pool = np.concatenate([np.full(len(s.y_train), t) for t, s in enumerate(splits)])
     k, kind = data_cfg.examples_per_device, data_cfg.partition
+    if k > len(y_pool):  # a device would hold every example, some twice: refused before [devices, k] is made
+        raise ConfigError(f"data.examples_per_device={k}: more than the {len(y_pool)} training examples of "
+                          f"data.name={data_cfg.name}; at most {len(y_pool)}")
     if num_devices > len(y_pool) and not k:
         raise ConfigError(f"num_devices={num_devices}: more devices than the {len(y_pool)} training examples of "
                           f"data.name={data_cfg.name}, so some would get no data; set data.examples_per_device "
