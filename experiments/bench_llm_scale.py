@@ -21,12 +21,11 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from common import time_rounds, write_rows_csv
+from common import case_in_fresh_process, time_rounds, write_rows_csv
 
 
 def case_overrides(devices: int, args) -> list[str]:
@@ -130,15 +129,13 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for devices in args.devices:
-        done = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--case", str(devices)], capture_output=True,
-                              text=True)
-        if done.returncode:
-            print(f"{devices} devices: failed\n{done.stderr[-1500:]}", flush=True)
-            rows.append({"devices": devices, "failed": done.stderr.strip().splitlines()[-1][:300]
-                         if done.stderr.strip() else f"exit {done.returncode}"})
+        row, error = case_in_fresh_process(__file__, [*sys.argv[1:], "--case", str(devices)])
+        if row is None:
+            print(f"{devices} devices: failed\n{error}", flush=True)
+            rows.append({"devices": devices, "failed": error.splitlines()[-1][:300]})
             break
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-        print(json.dumps(rows[-1]), flush=True)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
     write_rows_csv(out / "bench_llm_scale.csv", rows)
     lines = ["| devices | chunk | build s | compile + round 1 s | s / round | tokens/s | TFLOP / round | TFLOP/s "
              "| matmul peak TFLOP/s | MFU (measured peak) | MFU (spec) | accelerator peak GiB |",

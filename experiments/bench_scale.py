@@ -21,12 +21,10 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from common import time_rounds, write_rows_csv
+from common import case_in_fresh_process, time_rounds, write_rows_csv
 
 
 def mixing_alone(sizes: list[int], widths: list[int], repeats: int = 3) -> list[dict]:
@@ -153,17 +151,15 @@ def main():
     for topology in args.topologies:
         for devices in args.devices:
             for form in ("sparse", "dense") if devices <= args.dense_max else ("sparse",):
-                done = subprocess.run([sys.executable, __file__, "--case", topology, str(devices), form,
-                                       "--rounds", str(args.rounds), "--chunk", str(args.chunk),
-                                       *[f"--set={o}" for o in args.overrides],
-                                       *(["--memory-only"] if args.memory_only else [])],
-                                      capture_output=True, text=True)
-                if done.returncode:
-                    print(f"{topology} {devices} {form}: failed\n{done.stderr[-2000:]}", flush=True)
+                row, error = case_in_fresh_process(__file__, [
+                    "--case", topology, str(devices), form, "--rounds", str(args.rounds), "--chunk", str(args.chunk),
+                    *[f"--set={o}" for o in args.overrides], *(["--memory-only"] if args.memory_only else [])])
+                if row is None:
+                    print(f"{topology} {devices} {form}: failed\n{error}", flush=True)
                     rows.append({"topology": topology, "devices": devices, "form": form, "failed": True})
                     continue
-                rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-                print(json.dumps(rows[-1]), flush=True)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
     if args.memory_only:
         write_rows_csv(out / "bench_scale_memory.csv", rows)
         return

@@ -1,11 +1,13 @@
 """Shared by the experiment scripts: run a grid of configs through ``jaxdfl.run`` and collect their curves; time
-a simulation's rounds."""
+a simulation's rounds; run a benchmark case in a process of its own."""
 
 from __future__ import annotations
 
 import csv
 import json
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -71,6 +73,15 @@ def time_rounds(sim, state, rounds: int) -> tuple[float, float]:
         jax.block_until_ready((state, metrics))
         times.append(time.perf_counter() - t)
     return first_s, sorted(times)[len(times) // 2]
+
+
+def case_in_fresh_process(script: str, args: list[str]) -> tuple[dict | None, str]:
+    """``python script *args`` in a new process (so its peak memory is its own), whose last stdout line is one
+    JSON row: ``(row, "")``, or ``(None, the end of its stderr)`` when it failed (out of memory, above all)."""
+    done = subprocess.run([sys.executable, script, *args], capture_output=True, text=True)
+    if done.returncode:
+        return None, done.stderr.strip()[-2000:] or f"exit {done.returncode}"
+    return json.loads(done.stdout.strip().splitlines()[-1]), ""
 
 
 def write_rows_csv(path: Path, rows: list[dict]) -> None:
